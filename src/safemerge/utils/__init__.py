@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic writes, hashing, progress bars, tiny test checkpoints."""

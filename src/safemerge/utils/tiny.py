@@ -1,0 +1,143 @@
+"""Tiny random Hugging Face checkpoints for tests, benchmarks and examples (no hub needed).
+
+``make_tiny_checkpoint("llama", out_dir, seed=0)`` writes a loadable causal-LM directory (config, safetensors
+weights, tokenizer with a chat template). Architectures: llama, qwen2, mistral, gemma2, cohere (Aya), plus
+``llama_guard`` (a Llama model whose tokenizer has the words ``safe``/``unsafe`` as single tokens).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from safemerge.utils.atomic import atomic_dir, make_readable
+
+ARCHITECTURES = ("llama", "qwen2", "mistral", "gemma2", "cohere")
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+_CORPUS = (
+    "the quick brown fox jumps over the lazy dog . safe unsafe yes no user assistant system "
+    "le renard brun saute . el zorro marrón salta . быстрая лиса прыгает . तेज़ लोमड़ी कूदती है . الثعلب يقفز . "
+    "0 1 2 3 4 5 6 7 8 9 a b c d e f g h i j k l m n o p q r s t u v w x y z"
+)
+
+
+def build_tokenizer(vocab_size: int = 256, extra_words: tuple[str, ...] = ()) -> Any:
+    """A small byte-level BPE fast tokenizer with special tokens and the chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([_CORPUS] * 4 + [" ".join(extra_words)] * 8, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="<|end|>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
+                intermediate: int = 128, tie_word_embeddings: bool | None = None) -> Any:
+    """A transformers config for a tiny model of ``arch``."""
+    import transformers as tf
+
+    common: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=7,
+        pad_token_id=0,
+    )
+    arch = arch.lower()
+    if arch in ("llama", "llama_guard"):
+        cfg = tf.LlamaConfig(**common, tie_word_embeddings=bool(tie_word_embeddings))
+    elif arch == "qwen2":
+        cfg = tf.Qwen2Config(**common, tie_word_embeddings=True if tie_word_embeddings is None else tie_word_embeddings)
+    elif arch == "mistral":
+        cfg = tf.MistralConfig(**common, tie_word_embeddings=bool(tie_word_embeddings))
+    elif arch == "gemma2":
+        cfg = tf.Gemma2Config(**common, head_dim=hidden // heads,
+                              tie_word_embeddings=True if tie_word_embeddings is None else tie_word_embeddings)
+    elif arch == "cohere":
+        cfg = tf.CohereConfig(**common, tie_word_embeddings=True if tie_word_embeddings is None else tie_word_embeddings)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {ARCHITECTURES + ('llama_guard',)}")
+    return cfg
+
+
+def make_tiny_checkpoint(
+    arch: str,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    dtype: str = "float32",
+    hidden: int = 64,
+    layers: int = 2,
+    intermediate: int = 128,
+    max_shard_size: str | int | None = None,
+    tokenizer: Any = None,
+    tie_word_embeddings: bool | None = None,
+    init_from: str | os.PathLike | None = None,
+    noise: float = 0.02,
+) -> Path:
+    """Write a random tiny causal LM checkpoint to ``out_dir`` and return the path.
+
+    With ``init_from``, start from that checkpoint's weights and add Gaussian noise of scale ``noise``
+    (gives "fine-tuned experts" that share a base, as merging needs).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if tokenizer is None:
+        tokenizer = build_tokenizer(extra_words=("safe", "unsafe") if arch == "llama_guard" else ())
+    torch_dtype = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(seed)
+    if init_from is not None:
+        model = AutoModelForCausalLM.from_pretrained(init_from, dtype=torch.float32)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * noise)
+    else:
+        cfg = tiny_config(arch, len(tokenizer), hidden=hidden, layers=layers, intermediate=intermediate,
+                          tie_word_embeddings=tie_word_embeddings)
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(cfg)
+        with torch.no_grad():  # non-trivial norms so merges of norm weights are exercised
+            for name, p in model.named_parameters():
+                if p.ndim == 1:
+                    p.add_(torch.randn(p.shape, generator=gen) * 0.1)
+    model = model.to(torch_dtype)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        kwargs: dict[str, Any] = {"safe_serialization": True}
+        if max_shard_size is not None:
+            kwargs["max_shard_size"] = max_shard_size
+        model.save_pretrained(tmp, **kwargs)
+        tokenizer.save_pretrained(tmp)
+        make_readable(tmp)
+    return out_dir

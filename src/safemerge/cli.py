@@ -21,6 +21,7 @@ from safemerge.errors import SafemergeError
 # Order = the order in `safemerge --help`: the pipeline order.
 COMMAND_MODULES = (
     "safemerge.data.cli",
+    "safemerge.data.synth_cli",
     "safemerge.train.cli",
     "safemerge.merge.cli",
     "safemerge.search.cli",

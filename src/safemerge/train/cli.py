@@ -1,0 +1,204 @@
+"""``safemerge train``: SFT / DPO on any model and data, and the study's expert recipes on the world."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from safemerge.errors import InputError
+
+_STAGE_HELP = "Training stage: sft, or dpo (= SFT then DPO on the same mixture)."
+
+
+def _quiet() -> None:
+    """Our rich bars replace the libraries' tqdm bars on the command line."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _config_file(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: must hold a mapping of training settings")
+    return data
+
+
+def _build_config(kind: str, file: Path | None, flags: dict[str, Any], lora: dict[str, Any]) -> Any:
+    from safemerge.train.config import DPOConfig, SFTConfig, load_config
+
+    data = _config_file(file) | {k: v for k, v in flags.items() if v is not None and v != []}
+    lora = {k: v for k, v in lora.items() if v is not None}
+    if lora.get("r") is not None or "lora" in data:
+        data["lora"] = (data.get("lora") or {}) | lora
+    return load_config(SFTConfig if kind == "sft" else DPOConfig, data, file or "command line")
+
+
+def _print_run(out: Path) -> None:
+    meta = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
+    typer.echo(f"{out}  ({meta['kind']}, {meta['n_examples']} examples, {meta['steps']} steps, "
+               f"loss {meta['first_loss']} -> {meta['final_loss']})")
+
+
+def register(app: typer.Typer) -> None:
+    train = typer.Typer(help="Fine-tune models with SFT or DPO (TRL), and train the study's experts.",
+                        no_args_is_help=True)
+    recipe = typer.Typer(help="Train the study's experts on the built-in world (cached under --out).",
+                         no_args_is_help=True)
+    train.add_typer(recipe, name="recipe")
+    app.add_typer(train, name="train")
+
+    def _run(kind: str, model: str, data: list[str], out: Path, config: Path | None, force: bool,
+             flags: dict[str, Any], lora: dict[str, Any]) -> None:
+        _quiet()
+        cfg = _build_config(kind, config, flags, lora)
+        from safemerge.train import train_dpo, train_sft
+
+        fn = train_sft if kind == "sft" else train_dpo
+        _print_run(fn(model, data, out, cfg, force=force))
+
+    common: dict[str, Any] = dict(
+        model=typer.Option(..., "--model", "-m", help="Starting model: a local HF model dir or a hub id."),
+        data=typer.Option(..., "--data", "-d", help="Training data: a JSONL file or HF dataset id (repeatable)."),
+        out=typer.Option(..., "--out", "-o", help="Output model directory (written atomically)."),
+        config=typer.Option(None, "--config", "-c", help="YAML/JSON file of settings; flags override it."),
+        epochs=typer.Option(None, "--epochs", help="Passes over the data."),
+        max_steps=typer.Option(None, "--max-steps", help="Stop after this many optimizer steps."),
+        lr=typer.Option(None, "--lr", help="Peak learning rate."),
+        batch_size=typer.Option(None, "--batch-size", help="Examples per optimizer step."),
+        grad_accum=typer.Option(None, "--grad-accum", help="Gradient accumulation steps."),
+        max_length=typer.Option(None, "--max-length", help="Truncate examples to this many tokens."),
+        seed=typer.Option(None, "--seed", help="Random seed."),
+        lang=typer.Option(None, "--lang", help="Keep only records of this language code (repeatable)."),
+        max_examples=typer.Option(None, "--max-examples", help="Use only the first N records."),
+        lora_r=typer.Option(None, "--lora-r", help="Train a LoRA adapter of this rank (merged into the output)."),
+        lora_alpha=typer.Option(None, "--lora-alpha", help="LoRA alpha (default 16)."),
+        lora_targets=typer.Option(None, "--lora-targets", help="Comma-separated module names, or all-linear."),
+        save_adapter=typer.Option(None, "--save-adapter/--no-save-adapter", help="Also write the LoRA adapter."),
+        force=typer.Option(False, "--force", help="Retrain even if a finished identical run exists."),
+    )
+
+    def _flags(epochs: float | None, max_steps: int | None, lr: float | None, batch_size: int | None,
+               grad_accum: int | None, max_length: int | None, seed: int | None, lang: list[str] | None,
+               max_examples: int | None) -> dict[str, Any]:
+        return dict(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
+                    max_length=max_length, seed=seed, languages=lang or None, max_examples=max_examples)
+
+    def _lora(r: int | None, alpha: float | None, targets: str | None, save: bool | None) -> dict[str, Any]:
+        tm: Any = None if targets is None else (targets if targets == "all-linear" else targets.split(","))
+        return dict(r=r, alpha=alpha, target_modules=tm, save_adapter=save)
+
+    @train.command("sft")
+    def sft_cmd(
+        model: str = common["model"], data: list[str] = common["data"], out: Path = common["out"],
+        config: Path | None = common["config"], epochs: float | None = common["epochs"],
+        max_steps: int | None = common["max_steps"], lr: float | None = common["lr"],
+        batch_size: int | None = common["batch_size"], grad_accum: int | None = common["grad_accum"],
+        max_length: int | None = common["max_length"], seed: int | None = common["seed"],
+        lang: list[str] | None = common["lang"], max_examples: int | None = common["max_examples"],
+        lora_r: int | None = common["lora_r"], lora_alpha: float | None = common["lora_alpha"],
+        lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
+        force: bool = common["force"],
+    ) -> None:
+        """Supervised fine-tuning (loss on the assistant reply only, chat template from the tokenizer)."""
+        _run("sft", model, data, out, config, force,
+             _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples),
+             _lora(lora_r, lora_alpha, lora_targets, save_adapter))
+
+    @train.command("dpo")
+    def dpo_cmd(
+        model: str = common["model"], data: list[str] = common["data"], out: Path = common["out"],
+        config: Path | None = common["config"], epochs: float | None = common["epochs"],
+        max_steps: int | None = common["max_steps"], lr: float | None = common["lr"],
+        batch_size: int | None = common["batch_size"], grad_accum: int | None = common["grad_accum"],
+        max_length: int | None = common["max_length"], seed: int | None = common["seed"],
+        lang: list[str] | None = common["lang"], max_examples: int | None = common["max_examples"],
+        lora_r: int | None = common["lora_r"], lora_alpha: float | None = common["lora_alpha"],
+        lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
+        beta: float | None = typer.Option(None, "--beta", help="DPO beta (KL strength to the reference)."),
+        force: bool = common["force"],
+    ) -> None:
+        """Direct preference optimisation (prompt/chosen/rejected); the reference is the starting model."""
+        flags = _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples)
+        _run("dpo", model, data, out, config, force, flags | {"beta": beta},
+             _lora(lora_r, lora_alpha, lora_targets, save_adapter))
+
+    world_opt = typer.Option(None, "--world", "-w", help="World directory (default: the built-in default world).")
+    root_opt = typer.Option(Path("experts"), "--out", "-o", help="Root directory of the cached experts.")
+    stage_opt = typer.Option("sft", "--stage", help=_STAGE_HELP)
+
+    def _world(path: Path | None) -> Any:
+        _quiet()
+        from safemerge.train.recipes import as_world
+
+        if path is not None:
+            return as_world(path)
+        from safemerge.data.world import default_world
+
+        return default_world()
+
+    def _stage(stage: str) -> Any:
+        if stage not in ("sft", "dpo"):
+            raise InputError(f"--stage {stage!r}: choose sft or dpo")
+        return stage
+
+    @recipe.command("mixture")
+    def mixture_cmd(
+        world: Path | None = world_opt, out: Path = root_opt, stage: str = stage_opt,
+        fraction: float = typer.Option(0.15, "--fraction", "-f", help="Share of safety examples, in [0, 1]."),
+    ) -> None:
+        """A data-mixing baseline: general + benign data with FRACTION safety (refusal) data."""
+        from safemerge.train.recipes import mixture
+
+        _print_run(mixture(_world(world), fraction, _stage(stage), out))
+
+    @recipe.command("expert")
+    def expert_cmd(
+        world: Path | None = world_opt, out: Path = root_opt, stage: str = stage_opt,
+        objective: str = typer.Option(..., "--objective", help="general (0 % safety) or safety (100 %)."),
+    ) -> None:
+        """An objective expert for objective-based merging: general-only or safety-only."""
+        from safemerge.train.recipes import objective_expert
+
+        _print_run(objective_expert(_world(world), objective, _stage(stage), out))  # type: ignore[arg-type]
+
+    @recipe.command("monolingual")
+    def mono_cmd(
+        world: Path | None = world_opt, out: Path = root_opt, stage: str = stage_opt,
+        lang: str = typer.Option(..., "--lang", help="Language code of the expert (e.g. fr)."),
+    ) -> None:
+        """A language expert: that language's 15 % safety mixture only."""
+        from safemerge.train.recipes import monolingual
+
+        _print_run(monolingual(_world(world), lang, _stage(stage), out))
+
+    @recipe.command("dpo-from")
+    def dpo_from_cmd(
+        model: Path = typer.Option(..., "--model", "-m", help="SFT model dir to continue from (e.g. a merge)."),
+        world: Path | None = world_opt, out: Path = root_opt,
+        fraction: float = typer.Option(0.15, "--fraction", "-f", help="Share of safety pairs, in [0, 1]."),
+    ) -> None:
+        """A DPO stage on top of any SFT model with the world's preference pairs (SFT -> merge -> DPO)."""
+        from safemerge.train.recipes import dpo_from
+
+        _print_run(dpo_from(model, _world(world), fraction, out))
+
+    @recipe.command("all")
+    def all_cmd(world: Path | None = world_opt, out: Path = root_opt) -> None:
+        """Every expert the study needs: 0/15/100 % mixtures (SFT and DPO) and six monolingual experts."""
+        from safemerge.train.recipes import default_expert_set
+
+        for name, path in default_expert_set(_world(world), out).items():
+            typer.echo(f"{name}\t{path}")

@@ -1,0 +1,122 @@
+"""Validated training configurations (pydantic v2), checked before any model is loaded.
+
+The defaults are CPU-correct (fp32, no gradient checkpointing, no reporting, no dataloader workers, fixed seeds)
+and conservative for real models (TRL's learning rates). The built-in world's tiny models need larger learning
+rates: :mod:`safemerge.train.recipes` sets its own.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from safemerge.errors import config_error_from_validation
+
+_LANG_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+
+
+class LoraSettings(BaseModel):
+    """LoRA through PEFT. The merged weights are saved by default; ``save_adapter`` also keeps the adapter."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=1, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names to adapt, or 'all-linear'.",
+    )
+    save_adapter: bool = Field(False, description="Also write the adapter to <out>/adapter/.")
+
+
+class TrainConfig(BaseModel):
+    """Settings shared by SFT and DPO."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    lr: float = Field(2e-5, gt=0, description="Peak learning rate.")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (per device).")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    max_length: int = Field(512, ge=8, description="Truncate tokenized examples to this many tokens.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = Field(0, description="Seed for initialisation, data order and dropout.")
+    languages: list[str] | None = Field(
+        None, description="Keep only records whose 'lang' is one of these codes (records need a 'lang' field)."
+    )
+    max_examples: int | None = Field(None, ge=1, description="Keep only the first N records (after filtering).")
+    lora: LoraSettings | None = Field(None, description="LoRA settings; None = full fine-tune.")
+    logging_steps: int = Field(1, ge=1)
+
+    @field_validator("languages")
+    @classmethod
+    def _check_langs(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            bad = [code for code in v if not _LANG_CODE.match(code)]
+            if bad:
+                raise ValueError(f"unknown language code {bad[0]!r}; use ISO 639-1 codes such as en, fr, hi")
+            if not v:
+                raise ValueError("empty language list; omit it to keep every language")
+        return v
+
+    def trl_common(self) -> dict[str, Any]:
+        """The TrainingArguments fields this config fixes (CPU-correct, deterministic, no reporting)."""
+        return dict(
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps if self.max_steps is not None else -1,
+            learning_rate=self.lr,
+            per_device_train_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.grad_accum,
+            max_length=self.max_length,
+            lr_scheduler_type=self.scheduler,
+            warmup_steps=self.warmup_ratio,  # a float < 1 is a ratio of the total steps
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            seed=self.seed,
+            data_seed=self.seed,
+            logging_steps=self.logging_steps,
+            use_cpu=True,
+            bf16=False,
+            fp16=False,
+            gradient_checkpointing=False,
+            activation_checkpointing=False,
+            report_to="none",
+            dataloader_num_workers=0,
+            save_strategy="no",
+            eval_strategy="no",
+            disable_tqdm=True,
+            dataset_num_proc=None,
+            remove_unused_columns=True,
+        )
+
+
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning: next-token loss on the assistant (completion) tokens only."""
+
+    kind: Literal["sft"] = "sft"
+
+
+class DPOConfig(TrainConfig):
+    """Direct preference optimisation against a frozen copy of the starting model."""
+
+    kind: Literal["dpo"] = "dpo"
+    lr: float = Field(1e-6, gt=0, description="Peak learning rate.")
+    beta: float = Field(0.1, gt=0, description="DPO temperature (strength of the KL anchor to the reference).")
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "apo_zero"] = "sigmoid"
+    sft_weight: float = Field(0.0, ge=0, description="Add this times the SFT loss on 'chosen' (RPO-style).")
+
+
+def load_config(cls: type[TrainConfig], data: dict[str, Any] | None = None, source: str | Path | None = None) -> Any:
+    """Validate ``data`` into ``cls``; a ConfigError naming the key on failure."""
+    try:
+        return cls.model_validate(data or {})
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, source or cls.__name__) from None

@@ -1,0 +1,244 @@
+"""The search loop: validate -> load the pool once -> score the pool -> ask/evaluate/tell -> write the best merge.
+
+Output folder::
+
+    OUT/spec.json          the resolved spec
+    OUT/candidates.jsonl   every evaluated candidate (index, genes, config, losses per language, feasibility)
+    OUT/state.pkl          optimiser state + the pending batch (written atomically after every ask and tell)
+    OUT/best.yaml          the best configuration as a mergekit YAML (loadable by `safemerge merge` and mergekit)
+    OUT/result.json        best candidate, pool baselines, Pareto front (nsga2), counts
+    OUT/merged/            the best merge on disk (with output.merge_best)
+
+A killed search resumes with ``resume=True``: the optimiser state is restored (its RNG included), candidates
+already in ``candidates.jsonl`` are not evaluated again, and the search reaches the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from safemerge.errors import InputError
+from safemerge.search.objective import combine, read_sets, safest_by_lang
+from safemerge.search.optimizers import make_optimizer, pareto_front
+from safemerge.search.space import SearchSpace, build_space, with_paths
+from safemerge.search.spec import SearchSpec, check_pool_architectures, load_spec
+from safemerge.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from safemerge.utils.hashing import hash_obj
+
+STATE_VERSION = 1
+
+
+@dataclass
+class SearchResult:
+    out_dir: Path
+    best: dict[str, Any]
+    records: list[dict[str, Any]]
+    pool: dict[str, dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    best_yaml: Path
+    merged: Path | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything validated before any weight is loaded."""
+
+    spec: SearchSpec
+    space: SearchSpace
+    safety: list[dict[str, Any]]
+    domain: list[dict[str, Any]]
+    num_layers: int
+
+
+def prepare(spec: SearchSpec | str | os.PathLike | dict[str, Any]) -> Prepared:
+    """Validate spec, method parameters, pool architectures and dataset columns (cheap; no weights)."""
+    spec = spec if isinstance(spec, SearchSpec) else load_spec(spec)
+    space = build_space(spec)
+    layers = check_pool_architectures(spec)
+    safety, domain = read_sets(spec.objective)
+    return Prepared(spec, space, safety, domain, layers)
+
+
+def _spec_hash(spec: SearchSpec) -> str:
+    return hash_obj(spec.model_dump(mode="json", exclude={"workers", "ray_address", "output"}))
+
+
+def _read_records(path: Path) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: evaluated again
+            continue
+        out[int(rec["index"])] = rec
+    return out
+
+
+def _append(path: Path, rec: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _rank_key(r: dict[str, Any]) -> tuple[int, float, int]:
+    return (0 if r["feasible"] else 1, r["loss"], r["index"])
+
+
+def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: str | os.PathLike,
+               resume: bool = False, workers: int | None = None, show_progress: bool = True,
+               stop_after: int | None = None, on_record: Callable[[dict[str, Any]], None] | None = None,
+               ) -> SearchResult:
+    """Run (or resume) a merge search; returns the best candidate and writes OUT (see module doc).
+
+    ``stop_after`` stops after that many NEW evaluations (for tests of resumption); the state stays resumable.
+    """
+    prep = prepare(spec)
+    spec, space = prep.spec, prep.space
+    out = Path(out_dir)
+    state_path, cand_path = out / "state.pkl", out / "candidates.jsonl"
+    digest = _spec_hash(spec)
+    state: dict[str, Any] | None = None
+    if state_path.exists() or cand_path.exists():
+        if not resume:
+            raise InputError(f"{out}: a search already ran here; pass --resume to continue it or choose another --out")
+        if state_path.exists():
+            state = pickle.loads(state_path.read_bytes())
+            if state.get("spec_hash") != digest or state.get("version") != STATE_VERSION:
+                raise InputError(f"{out}: the stored search used a different spec; use the same spec to resume "
+                                 "or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "spec.json", spec.model_dump(mode="json"))
+    records = _read_records(cand_path)
+
+    from safemerge.search.parallel import make_evaluator
+
+    n_workers = spec.workers if workers is None else workers
+    evaluator = make_evaluator(spec, prep.safety, prep.domain, n_workers, spec.ray_address)
+    try:
+        if state is None:
+            pool = {name: evaluator.score_pool(name) for name in space.pool}
+            cocktail = None
+            if spec.optimizer.name == "lm_cocktail":
+                cocktail = {name: combine(spec.objective, evaluator.score_pool(name, spec.optimizer.cocktail_examples),
+                                          {})["objective"] for name in space.pool}
+            state = {"version": STATE_VERSION, "spec_hash": digest, "pool": pool, "cocktail": cocktail,
+                     "optimizer": make_optimizer(space, spec.optimizer, cocktail), "pending": None, "next_index": 0}
+            atomic_write_bytes(state_path, pickle.dumps(state))
+        pool_parts = state["pool"]
+        ref = safest_by_lang(pool_parts)
+        evaluated_now = 0
+        with _Progress(show_progress, state["optimizer"].planned, len(records)) as prog:
+            prog.best(min(records.values(), key=_rank_key) if records else None)
+            while True:
+                opt = state["optimizer"]
+                if state["pending"] is None:
+                    xs = opt.ask()
+                    if not xs:
+                        break
+                    state["pending"] = (state["next_index"], xs)
+                    atomic_write_bytes(state_path, pickle.dumps(state))
+                start, xs = state["pending"]
+                todo = [(start + i, x) for i, x in enumerate(xs) if start + i not in records]
+                if stop_after is not None and evaluated_now + len(todo) > stop_after:
+                    todo = todo[: max(0, stop_after - evaluated_now)]
+                jobs = [(i, space.decode(x), spec.optimizer.seed + i) for i, x in todo]
+                for (i, x), (_, cfg, _), (parts, seconds) in zip(todo, jobs, evaluator.evaluate(jobs)):
+                    rec = {"index": i, "x": x, "values": dict(zip(space.labels(), space.decode_values(x))),
+                           "config": cfg, **combine(spec.objective, parts, ref, parts.get("extra")), "seconds": seconds}
+                    _append(cand_path, rec)
+                    records[i] = rec
+                    evaluated_now += 1
+                    prog.advance(rec, min(records.values(), key=_rank_key))
+                    if on_record is not None:
+                        on_record(rec)
+                if any(start + i not in records for i in range(len(xs))):
+                    return _partial(out, records, pool_parts, space, spec)
+                opt.tell(xs, [records[start + i] for i in range(len(xs))])
+                state["pending"], state["next_index"] = None, start + len(xs)
+                atomic_write_bytes(state_path, pickle.dumps(state))
+    finally:
+        evaluator.close()
+    return _finish(out, records, pool_parts, space, spec)
+
+
+def _summary(spec: SearchSpec, space: SearchSpace, records: dict[int, dict[str, Any]],
+             pool: dict[str, Any]) -> dict[str, Any]:
+    recs = [records[i] for i in sorted(records)]
+    best = min(recs, key=_rank_key)
+    front: list[dict[str, Any]] = []
+    if spec.optimizer.name == "nsga2":
+        feas = [r for r in recs if r["feasible"]] or recs
+        idx = pareto_front([(r["safety"], r["domain"]) for r in feas])
+        front = [{"index": feas[i]["index"], "safety": feas[i]["safety"], "domain": feas[i]["domain"],
+                  "values": feas[i]["values"]} for i in idx]
+    pool_summary = {name: combine(spec.objective, parts, safest_by_lang(pool), parts.get("extra")) for name, parts in pool.items()}
+    return {"best": best, "pool": pool_summary, "pareto": front, "evaluations": len(recs),
+            "feasible": sum(r["feasible"] for r in recs), "method": space.method, "optimizer": spec.optimizer.name}
+
+
+def _partial(out: Path, records: dict[int, dict[str, Any]], pool: dict[str, Any], space: SearchSpace,
+             spec: SearchSpec) -> SearchResult:
+    s = _summary(spec, space, records, pool)
+    return SearchResult(out, s["best"], [records[i] for i in sorted(records)], s["pool"], s["pareto"], out / "best.yaml")
+
+
+def best_yaml_text(cfg: dict[str, Any], paths: dict[str, str]) -> str:
+    return yaml.safe_dump(with_paths(cfg, paths), sort_keys=False)
+
+
+def _finish(out: Path, records: dict[int, dict[str, Any]], pool: dict[str, Any], space: SearchSpace,
+            spec: SearchSpec) -> SearchResult:
+    s = _summary(spec, space, records, pool)
+    best_yaml = atomic_write_text(out / "best.yaml", best_yaml_text(s["best"]["config"], spec.model_paths()))
+    atomic_write_json(out / "result.json", s)
+    merged = None
+    if spec.output.merge_best:
+        from safemerge.merge import merge
+
+        merged = merge(str(best_yaml), out / "merged")
+    return SearchResult(out, s["best"], [records[i] for i in sorted(records)], s["pool"], s["pareto"],
+                        best_yaml, merged)
+
+
+class _Progress:
+    """A rich progress bar whose description shows the best loss so far."""
+
+    def __init__(self, enabled: bool, total: int, done: int):
+        from safemerge.utils.progress import make_progress
+
+        self.p = make_progress(disable=not enabled)
+        self.total, self.done = total, done
+        self.t0 = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        self.p.__enter__()
+        self.task = self.p.add_task("search", total=self.total, completed=self.done)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.p.__exit__(*exc)
+
+    def best(self, rec: dict[str, Any] | None) -> None:
+        if rec is not None:
+            self.p.update(self.task, description=_describe(rec))
+
+    def advance(self, rec: dict[str, Any], best: dict[str, Any]) -> None:
+        self.p.update(self.task, advance=1, description=_describe(best))
+
+
+def _describe(best: dict[str, Any]) -> str:
+    flag = "" if best["feasible"] else " (infeasible)"
+    return f"search  best #{best['index']}: L={best['objective']:.4f} safety={best['safety']:.3f} " \
+           f"domain={best['domain']:.3f}{flag}"

@@ -1,0 +1,185 @@
+"""Search spaces: genes in the unit cube <-> mergekit-style merge configurations.
+
+A :class:`SearchSpace` has one gene per (parameter, pool model, layer group) for per-model parameters (``weight``,
+``density``) and per (parameter, layer group) for global ones (``t`` of SLERP). Genes live in [0, 1] and map
+linearly onto each parameter's bounds. With ``layer_groups = G > 1`` a parameter becomes a G-long mergekit gradient
+list, interpolated over the layers exactly as mergekit does (G = number of layers gives one value per layer);
+embeddings, final norm and lm_head take the first value.
+
+Decoded values are rounded to 6 decimals so that the configuration merged in memory and the YAML written to disk
+are the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from safemerge.errors import ConfigError
+from safemerge.search.spec import SearchSpec
+
+ROUND = 6
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the search needs to know about a merge method (read from the merge registry)."""
+
+    name: str
+    model_params: dict[str, Any]   # per-model parameter -> default (None = required)
+    global_params: dict[str, Any]  # global parameter -> default
+    needs_base: bool
+    min_models: int  # bounds on the number of NON-base models
+    max_models: int | None
+
+
+def method_info(name: str) -> MethodInfo:
+    """Look ``name`` up in :data:`safemerge.merge.methods.METHODS`; one-line error listing the known methods."""
+    from safemerge.merge.methods import METHODS
+
+    if name not in METHODS:
+        raise ConfigError(f"method: unknown merge method {name!r}; choose one of {sorted(METHODS)}")
+    spec = METHODS[name]
+    return MethodInfo(
+        name=name,
+        model_params={p.name: p.default for p in spec.params if p.per_model},
+        global_params={p.name: p.default for p in spec.params if not p.per_model},
+        needs_base=bool(spec.needs_base),
+        min_models=int(spec.min_models),
+        max_models=spec.max_models,
+    )
+
+
+@dataclass(frozen=True)
+class Gene:
+    param: str
+    model: str | None  # pool name for a per-model parameter, None for a global one
+    group: int
+    low: float
+    high: float
+
+    @property
+    def label(self) -> str:
+        who = f"{self.model}." if self.model else ""
+        return f"{who}{self.param}[{self.group}]"
+
+    def value(self, x: float) -> float:
+        x = min(1.0, max(0.0, float(x)))
+        return round(self.low + x * (self.high - self.low), ROUND)
+
+    def unit(self, v: float) -> float:
+        return min(1.0, max(0.0, (float(v) - self.low) / (self.high - self.low)))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    method: str
+    pool: tuple[str, ...]
+    base: str | None
+    genes: tuple[Gene, ...]
+    layer_groups: int
+    fixed: dict[str, Any]
+    model_fixed: dict[str, Any]
+    dtype: str = "float32"
+
+    @property
+    def dim(self) -> int:
+        return len(self.genes)
+
+    def labels(self) -> list[str]:
+        return [g.label for g in self.genes]
+
+    def decode_values(self, x: list[float]) -> list[float]:
+        return [g.value(xi) for g, xi in zip(self.genes, x)]
+
+    def decode(self, x: list[float]) -> dict[str, Any]:
+        """Genes -> a mergekit-style config dict whose model names are the pool names (and the base key)."""
+        if len(x) != self.dim:
+            raise ValueError(f"expected {self.dim} genes, got {len(x)}")
+        per_model: dict[str, dict[str, list[float]]] = {m: {} for m in self.pool}
+        glob: dict[str, list[float]] = {}
+        for gene, xi in zip(self.genes, x):
+            target = per_model[gene.model] if gene.model else glob
+            target.setdefault(gene.param, []).append(gene.value(xi))
+        models = []
+        for m in self.pool:
+            params: dict[str, Any] = dict(self.model_fixed)
+            params.update({k: _scalar_or_list(v) for k, v in per_model[m].items()})
+            models.append({"model": m, "parameters": params} if params else {"model": m})
+        cfg: dict[str, Any] = {"merge_method": self.method, "models": models}
+        if self.base is not None:
+            cfg["base_model"] = self.base
+        params = dict(self.fixed)
+        params.update({k: _scalar_or_list(v) for k, v in glob.items()})
+        if params:
+            cfg["parameters"] = params
+        cfg["dtype"] = self.dtype
+        return cfg
+
+    def encode_values(self, values: dict[str, float]) -> list[float]:
+        """Unit-cube genes from ``{gene label or 'model.param' or 'param': value}`` (most specific wins)."""
+        out = []
+        for g in self.genes:
+            keys = [g.label, f"{g.model}.{g.param}" if g.model else g.param, g.param]
+            v = next((values[k] for k in keys if k in values), None)
+            if v is None:
+                raise ValueError(f"no value for gene {g.label}")
+            out.append(g.unit(v))
+        return out
+
+
+def _scalar_or_list(v: list[float]) -> float | list[float]:
+    return v[0] if len(v) == 1 else v
+
+
+def build_space(spec: SearchSpec, info: MethodInfo | None = None) -> SearchSpace:
+    """Validate the space against the method registry and the pool (no weights loaded)."""
+    info = info or method_info(spec.method)
+    names = spec.names()
+    if info.needs_base and spec.base_model is None:
+        raise ConfigError(f"base_model: method {info.name!r} needs a base model; set base_model to the common base "
+                          "(a path or a pool name)")
+    n = len(names) - (1 if info.needs_base and spec.base_model in names else 0)
+    if n < info.min_models or (info.max_models is not None and n > info.max_models):
+        hi = info.max_models if info.max_models is not None else "any"
+        raise ConfigError(f"pool: method {info.name!r} merges {info.min_models}..{hi} non-base models, "
+                          f"the pool has {n}; change the pool or the method")
+    searched = spec.space.models or names
+    genes: list[Gene] = []
+    for param in spec.space.params:
+        lo, hi = spec.space.bound(param)
+        if param in info.model_params:
+            for m in searched:
+                genes += [Gene(param, m, g, lo, hi) for g in range(spec.space.layer_groups)]
+        elif param in info.global_params:
+            genes += [Gene(param, None, g, lo, hi) for g in range(spec.space.layer_groups)]
+        else:
+            known = sorted(set(info.model_params) | set(info.global_params)) or ["(none)"]
+            raise ConfigError(f"space.params: method {info.name!r} has no parameter {param!r}; "
+                              f"its parameters are {known}")
+    every = {**info.global_params, **info.model_params}
+    for key, where, allowed in (("fixed", spec.space.fixed, every),
+                                ("model_fixed", spec.space.model_fixed, info.model_params)):
+        bad = sorted(set(where) - set(allowed))
+        if bad:
+            raise ConfigError(f"space.{key}: method {info.name!r} has no parameter(s) {bad}; "
+                              f"choose from {sorted(allowed) or ['(none)']}")
+    overlap = sorted(set(spec.space.params) & (set(spec.space.fixed) | set(spec.space.model_fixed)))
+    if overlap:
+        raise ConfigError(f"space: {overlap} are both searched and fixed; remove them from fixed/model_fixed")
+    for p in spec.optimizer.grid if spec.optimizer.name == "grid" else ():
+        if p not in spec.space.params:
+            raise ConfigError(f"optimizer.grid.{p}: not a searched parameter {spec.space.params}; "
+                              "add it to space.params or remove it from the grid")
+    return SearchSpace(method=info.name, pool=tuple(names), base=spec.base_name(), genes=tuple(genes),
+                       layer_groups=spec.space.layer_groups, fixed=dict(spec.space.fixed),
+                       model_fixed=dict(spec.space.model_fixed), dtype=spec.output.dtype)
+
+
+def with_paths(cfg: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
+    """Replace state-dict keys (pool names) by model locations: a config mergekit / ``safemerge merge`` can load."""
+    out = dict(cfg)
+    out["models"] = [{**m, "model": paths[m["model"]]} for m in cfg["models"]]
+    if cfg.get("base_model") is not None:
+        out["base_model"] = paths[cfg["base_model"]]
+    return out

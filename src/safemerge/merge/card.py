@@ -1,0 +1,55 @@
+"""The README.md model card of a merged model (Hugging Face front matter + recipe)."""
+
+from __future__ import annotations
+
+from safemerge.merge.config import MergeConfig, ModelRef
+
+DESCRIPTIONS = {
+    "linear": "a weighted average of the models' weights",
+    "slerp": "spherical linear interpolation between the base and one other model",
+    "task_arithmetic": "task arithmetic: the base plus weighted task vectors",
+    "ties": "TIES: trimmed task vectors with sign election",
+    "dare_ties": "DARE-TIES: randomly dropped, rescaled task vectors with sign election",
+    "dare_linear": "DARE: randomly dropped, rescaled task vectors, summed linearly",
+}
+
+
+def _yaml_list(items: list[str]) -> str:
+    return "".join(f"- {i}\n" for i in items)
+
+
+def model_card(config: MergeConfig, recipe_yaml: str, name: str, num_tensors: int, bytes_written: int) -> str:
+    models = config.referenced_models()
+    bases = sorted({ModelRef.parse(m).path for m in models})
+    method = config.merge_method
+    described = DESCRIPTIONS.get(method, f"the {method} method")
+    lines = [
+        "---",
+        "base_model:",
+        _yaml_list(bases).rstrip("\n"),
+        "library_name: transformers",
+        "tags:",
+        "- safemerge",
+        "- mergekit",
+        "- merge",
+        "---",
+        f"# {name}",
+        "",
+        f"This model was merged with [safemerge](https://github.com/) using {described} "
+        f"(`merge_method: {method}`), with a mergekit-compatible recipe.",
+        "",
+        f"- base model: `{config.base_model}`" if config.base_model else "- base model: none",
+        f"- {num_tensors} tensors, {bytes_written / 1e6:.1f} MB written",
+        "",
+        "## Models merged",
+        "",
+        *[f"- `{m}`" for m in models],
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        recipe_yaml.rstrip("\n"),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""``safemerge merge CONFIG.yaml OUT_DIR``: run a mergekit-compatible merge recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return str(n)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("merge")
+    def merge_cmd(
+        config: Path = typer.Argument(..., help="mergekit YAML recipe (merge_method, base_model, models/slices, ...)."),
+        out_dir: Path = typer.Argument(..., help="Output directory: a Hugging Face model loadable by from_pretrained."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the per-tensor plan and the "
+                                     "bytes to read/write; write nothing."),
+        max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Largest output shard, e.g. 5GB, "
+                                           "500MB, 2GiB or bytes."),
+        max_memory: str = typer.Option(None, "--max-memory", help="Budget for tensors in flight, e.g. 8GB "
+                                       "(default: unbounded window of 2 x threads tensors)."),
+        threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for the tensor math."),
+        seed: int = typer.Option(0, "--seed", help="Seed of random methods (DARE, DELLA); per-tensor streams, "
+                                 "so output does not depend on --threads."),
+        copy_tokenizer: bool = typer.Option(True, "--copy-tokenizer/--no-copy-tokenizer",
+                                            help="Copy the tokenizer files of the base (or tokenizer_source) model."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists (atomically)."),
+    ) -> None:
+        """Merge models with a mergekit YAML recipe, streaming tensor by tensor into OUT_DIR."""
+        from safemerge.merge.engine import merge, open_plan
+        from safemerge.merge.writer import parse_size
+
+        if dry_run:
+            parse_size(max_shard_size, "--max-shard-size")
+            parse_size(max_memory, "--max-memory")
+            cfg, plan = open_plan(config)
+            labels = {m: f"[{i}]" for i, m in enumerate(cfg.referenced_models())}
+            typer.echo(f"# merge_method: {cfg.merge_method}; {len(plan.tasks)} tensors; models: "
+                       + ", ".join(f"{v}={k}" for k, v in labels.items()))
+            for task in plan.tasks:
+                typer.echo(task.describe(labels))
+            typer.echo(f"# read {_human(plan.bytes_read)} ({plan.bytes_read} bytes), "
+                       f"write {_human(plan.bytes_written)} ({plan.bytes_written} bytes)")
+            return
+        out = merge(config, out_dir, max_shard_size=max_shard_size, max_memory=max_memory, threads=threads,
+                    seed=seed, copy_tokenizer=copy_tokenizer, overwrite=overwrite, progress=True)
+        typer.echo(f"merged model written to {out}")

@@ -1,0 +1,274 @@
+"""The executor: run a :class:`~safemerge.merge.plan.MergePlan` tensor by tensor.
+
+Worker threads do the math (torch kernels release the GIL) inside a bounded window: a task is submitted only while
+the estimated bytes in flight stay under the memory budget, and results are consumed in plan order, so the output is
+written deterministically whatever the thread count. Random methods get a generator seeded from
+``(seed, tensor name)``: the same seed gives bit-identical output with 1 or N threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import torch
+
+from safemerge.errors import InputError, SafemergeError
+from safemerge.merge.config import MergeConfig, load_config
+from safemerge.merge.io import DictSource
+from safemerge.merge.plan import DTYPES, MergePlan, TensorTask, build_plan
+
+Aligner = Callable[[TensorTask, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def task_seed(seed: int, name: str) -> int:
+    """A 63-bit seed for one tensor: independent of execution order."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def task_cost(task: TensorTask) -> int:
+    """Estimated peak bytes of one task: inputs in compute precision, method scratch (~2 tensors per input), output."""
+    n_in = len(task.inputs) + (task.base is not None)
+    numel = max(task.out.numel, 1)
+    width = max(task.out.dtype.itemsize, 4)
+    return task.in_bytes + numel * width * (2 * n_in + 1) + task.out.nbytes
+
+
+def run_task(plan: MergePlan, task: TensorTask, seed: int, check_finite: bool = False,
+             align: Aligner | None = None) -> torch.Tensor:
+    """Read the inputs of one task, apply the method and return the output tensor (in the output dtype)."""
+    compute = DTYPES.get(plan.config.dtype or "")
+    refs = ([task.base] if task.base else []) + list(task.inputs)
+    raw = {label: plan.sources[label].get(name) for label, name in refs}
+    floating = all(t.is_floating_point() for t in raw.values())
+    if floating:
+        dtype = compute
+        if dtype is None:
+            dtype = next(iter(raw.values())).dtype
+            for t in raw.values():
+                dtype = torch.promote_types(dtype, t.dtype)
+        raw = {k: v.to(dtype) for k, v in raw.items()}
+    if check_finite and floating:
+        for (label, name) in refs:
+            if not bool(torch.isfinite(raw[label]).all()):
+                where = getattr(plan.sources[label], "path", label)
+                raise InputError(f"{where}: tensor {name!r} contains NaN/Inf values; fix or re-download that model")
+    if align is not None and task.vocab_rows is not None:
+        raw = align(task, raw)
+    if task.copy:
+        return raw[refs[0][0]].to(task.out.dtype)
+    base = raw[task.base[0]] if task.base else None
+    tensors = [raw[label] for label, _ in task.inputs]
+    gen = torch.Generator().manual_seed(task_seed(seed, task.name)) if plan.method.random else None
+    with torch.no_grad():
+        out = plan.method.apply(base, tensors, [dict(p) for p in task.per_model], dict(task.global_params), gen)
+    return out.to(task.out.dtype)
+
+
+def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *, seed: int = 0, threads: int = 1,
+            max_memory: int | None = None, check_finite: bool = False, align: Aligner | None = None,
+            on_done: Callable[[TensorTask], None] | None = None) -> None:
+    """Run every task; ``emit`` receives results in plan order. At most ``max_memory`` estimated bytes in flight."""
+    if max_memory is not None:
+        worst = max((task_cost(t) for t in plan.tasks), default=0)
+        if worst > max_memory:
+            raise SafemergeError(f"--max-memory {max_memory} bytes is below the {worst} bytes needed by the largest "
+                                 "tensor; raise --max-memory")
+    if threads <= 1:
+        for task in plan.tasks:
+            emit(task, run_task(plan, task, seed, check_finite, align))
+            if on_done:
+                on_done(task)
+        return
+    budget = max_memory if max_memory is not None else 1 << 62
+    window = 2 * threads
+    pending: deque[tuple[TensorTask, Future[torch.Tensor], int]] = deque()
+    in_flight = 0
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="safemerge") as pool:
+        try:
+            def drain_one() -> None:
+                nonlocal in_flight
+                task, fut, cost = pending.popleft()
+                emit(task, fut.result())
+                in_flight -= cost
+                if on_done:
+                    on_done(task)
+
+            for task in plan.tasks:
+                cost = task_cost(task)
+                while pending and (len(pending) >= window or in_flight + cost > budget):
+                    drain_one()
+                pending.append((task, pool.submit(run_task, plan, task, seed, check_finite, align), cost))
+                in_flight += cost
+            while pending:
+                drain_one()
+        except BaseException:
+            for _, fut, _ in pending:
+                fut.cancel()
+            raise
+
+
+def merge_state_dicts(config: Any, state_dicts: dict[str, dict[str, torch.Tensor]], seed: int = 0, *,
+                      out: dict[str, torch.Tensor] | None = None, threads: int = 1,
+                      check_finite: bool = False) -> dict[str, torch.Tensor]:
+    """Merge in memory with exactly the semantics of :func:`safemerge.merge.merge`.
+
+    ``config`` is a mergekit-style config (path, YAML text, dict or :class:`MergeConfig`) whose model references
+    are keys of ``state_dicts``. With ``out`` (e.g. a resident model's ``state_dict()``), results are copied into
+    the existing tensors of the same name (no new allocation kept) and ``out`` is returned.
+    """
+    cfg: MergeConfig = load_config(config)
+    sources = {label: DictSource(label, sd) for label, sd in state_dicts.items()}
+    plan = build_plan(cfg, sources)
+    result: dict[str, torch.Tensor] = out if out is not None else {}
+
+    def emit(task: TensorTask, tensor: torch.Tensor) -> None:
+        target = result.get(task.name) if out is not None else None
+        if target is not None:
+            with torch.no_grad():
+                target.copy_(tensor)
+        else:
+            result[task.name] = tensor
+
+    execute(plan, emit, seed=seed, threads=threads, check_finite=check_finite)
+    return result
+
+
+# ---- merge to disk ---------------------------------------------------------------------------------------------
+
+TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+                   "added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json")
+
+
+def open_plan(config: Any) -> tuple[MergeConfig, MergePlan]:
+    """Parse the config, open every model's headers and build the plan (no tensor data is read)."""
+    from safemerge.merge.io import open_source
+    from safemerge.merge.vocab import prepare_vocab
+
+    cfg = load_config(config)
+    sources = {ref: open_source(ref) for ref in cfg.referenced_models()}
+    vocab = prepare_vocab(cfg, sources)
+    plan = build_plan(cfg, sources, vocab_rows=vocab.rows if vocab else None)
+    plan.vocab = vocab  # type: ignore[attr-defined]
+    return cfg, plan
+
+
+def donor_label(cfg: MergeConfig) -> str:
+    """The model whose config.json / generation config the output inherits (base, else the first model)."""
+    return cfg.base_model or cfg.referenced_models()[0]
+
+
+def output_config(plan: MergePlan) -> dict[str, Any]:
+    cfg = plan.config
+    out = dict(plan.sources[donor_label(cfg)].config)
+    dtype = cfg.out_dtype or cfg.dtype
+    if dtype:
+        out["dtype"] = dtype
+        if "torch_dtype" in out:
+            out["torch_dtype"] = dtype
+    if cfg.slices and plan.num_layers is not None:
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if key in out:
+                out[key] = plan.num_layers
+                break
+        if isinstance(out.get("layer_types"), list):
+            types = [plan.sources[m].config.get("layer_types") for m, _ in plan.layer_sources]
+            if all(isinstance(t, list) and len(t) > i for t, (_, i) in zip(types, plan.layer_sources)):
+                out["layer_types"] = [t[i] for t, (_, i) in zip(types, plan.layer_sources)]
+            else:
+                out["layer_types"] = out["layer_types"][: plan.num_layers]
+    vocab = getattr(plan, "vocab", None)
+    if vocab is not None:
+        out["vocab_size"] = vocab.rows
+    return out
+
+
+def _copy_files(src_dir: Any, dst: Any, names: tuple[str, ...]) -> None:
+    import shutil
+    from pathlib import Path
+
+    for name in names:
+        p = Path(src_dir) / name
+        if p.is_file():
+            shutil.copyfile(p, Path(dst) / name)
+
+
+def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_memory: str | int | None = None,
+          threads: int = 1, seed: int = 0, copy_tokenizer: bool = True, overwrite: bool = False,
+          progress: bool = False, check_finite: bool = True) -> Any:
+    """Merge the models of a mergekit YAML config into ``out_dir`` (a loadable HF model dir) and return its path.
+
+    Streaming: one tensor per worker at a time, memory-mapped reads, shards of at most ``max_shard_size`` bytes,
+    at most ``max_memory`` estimated bytes in flight. Everything checkable from headers is validated before any
+    tensor is read; a failure leaves no output directory (atomic rename at the end).
+    """
+    import json
+    from pathlib import Path
+
+    from safemerge.merge.card import model_card
+    from safemerge.merge.config import ModelRef, config_text
+    from safemerge.merge.writer import ShardedWriter, parse_size
+    from safemerge.utils.atomic import atomic_dir, make_readable
+    from safemerge.utils.progress import make_progress
+
+    out_dir = Path(out_dir)
+    shard_bytes = parse_size(max_shard_size, "--max-shard-size")
+    mem_bytes = parse_size(max_memory, "--max-memory")
+    if threads < 1:
+        raise SafemergeError(f"--threads must be >= 1, got {threads}")
+    if out_dir.exists() and not overwrite:
+        raise InputError(f"{out_dir}: output directory already exists; pass --overwrite or choose another path")
+    recipe = config_text(config)
+    cfg, plan = open_plan(config)
+    out_cfg = output_config(plan)
+    donor = plan.sources[donor_label(cfg)]
+    tok_choice = cfg.tokenizer_choice
+    tok_label = cfg.base_model if tok_choice in (None, "base") else tok_choice
+    tok_source = plan.sources.get(tok_label or donor_label(cfg), donor)
+    vocab = getattr(plan, "vocab", None)
+
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        writer = ShardedWriter(tmp, [(t.name, t.out) for t in plan.tasks], shard_bytes or (5 * 10**9))
+        with make_progress(disable=not progress) as bar:
+            job = bar.add_task(f"merging ({cfg.merge_method})", total=len(plan.tasks))
+            try:
+                execute(plan, lambda task, t: writer.write(task.name, t), seed=seed, threads=threads,
+                        max_memory=mem_bytes, check_finite=check_finite,
+                        align=vocab.align if vocab is not None else None,
+                        on_done=lambda _task: bar.advance(job))
+            finally:
+                writer.abort()
+        writer.close()
+        (tmp / "config.json").write_text(json.dumps(out_cfg, indent=2, sort_keys=True) + "\n")
+        donor_dir = getattr(donor, "path", None)
+        if donor_dir is not None:
+            _copy_files(donor_dir, tmp, ("generation_config.json",))
+        if copy_tokenizer or tok_choice is not None:
+            tok_dir = getattr(tok_source, "path", None)
+            if tok_dir is None:
+                tok_dir = ModelRef.parse(tok_source.label).path
+            _copy_files(tok_dir, tmp, TOKENIZER_FILES)
+            if cfg.chat_template:
+                _set_chat_template(tmp, cfg.chat_template)
+        (tmp / "mergekit_config.yml").write_text(recipe)
+        (tmp / "README.md").write_text(model_card(cfg, recipe, out_dir.name, len(plan.tasks), plan.bytes_written))
+        make_readable(tmp)
+    return out_dir
+
+
+def _set_chat_template(model_dir: Any, template: str) -> None:
+    import json
+    from pathlib import Path
+
+    if "{" not in template:
+        raise SafemergeError(f"chat_template: {template!r} is not supported; give a Jinja template string")
+    (Path(model_dir) / "chat_template.jinja").write_text(template)
+    cfg_path = Path(model_dir) / "tokenizer_config.json"
+    if cfg_path.is_file():
+        data = json.loads(cfg_path.read_text())
+        data.pop("chat_template", None)
+        cfg_path.write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,219 @@
+"""Lazy, memory-mapped access to checkpoints: headers first, tensors one at a time.
+
+A :class:`TensorSource` gives tensor names with shapes/dtypes (read from headers only, so a merge can be planned and
+validated before any weight is read) and ``get(name)`` to read one tensor. Implementations:
+
+- :class:`CheckpointSource`: a Hugging Face model dir with ``model.safetensors``, sharded safetensors
+  (``model.safetensors.index.json``) or ``pytorch_model*.bin`` (``torch.load(weights_only=True, mmap=True)``);
+- :class:`safemerge.merge.lora.LoraSource`: a base checkpoint with a PEFT LoRA adapter applied on read;
+- :class:`DictSource`: an in-memory state dict (used by :func:`safemerge.merge.merge_state_dicts`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from safemerge.errors import InputError
+
+ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_ST = {v: k for k, v in ST_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
+
+class TensorSource(Protocol):
+    label: str  # the model reference as written in the config
+
+    def infos(self) -> dict[str, TensorInfo]: ...
+
+    def get(self, name: str) -> torch.Tensor: ...
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+
+class DictSource:
+    """A state dict held in memory."""
+
+    def __init__(self, label: str, tensors: dict[str, torch.Tensor], config: dict[str, Any] | None = None):
+        self.label = label
+        self._tensors = tensors
+        self._config = config or {}
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in self._tensors.items()}
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self._config
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found; check the model path") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: {what} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
+                         "re-download or re-save the model") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: {what} must be a JSON object; re-download or re-save the model")
+    return data
+
+
+class CheckpointSource:
+    """A Hugging Face checkpoint directory (safetensors single/sharded, or .bin)."""
+
+    def __init__(self, path: str | Path, label: str | None = None):
+        self.path = Path(path)
+        self.label = label or str(path)
+        if not self.path.is_dir():
+            raise InputError(f"{self.path}: model directory not found; check the path in the merge config")
+        self._lock = threading.Lock()
+        self._handles: dict[Path, Any] = {}
+        self._bin: dict[Path, dict[str, torch.Tensor]] = {}
+        self._file_of: dict[str, Path] = {}
+        self._infos: dict[str, TensorInfo] = {}
+        self._config: dict[str, Any] | None = None
+        self._scan()
+
+    # ---- headers ---------------------------------------------------------------------------------
+    def _scan(self) -> None:
+        p = self.path
+        if (p / "model.safetensors.index.json").is_file():
+            self._scan_index(p / "model.safetensors.index.json")
+        elif (p / "model.safetensors").is_file():
+            self._scan_safetensors(p / "model.safetensors")
+        elif (p / "pytorch_model.bin.index.json").is_file():
+            self._scan_index(p / "pytorch_model.bin.index.json")
+        elif (p / "pytorch_model.bin").is_file():
+            self._scan_bin(p / "pytorch_model.bin")
+        elif (p / "adapter_model.safetensors").is_file():  # a PEFT adapter dir
+            self._scan_safetensors(p / "adapter_model.safetensors")
+        elif (p / "adapter_model.bin").is_file():
+            self._scan_bin(p / "adapter_model.bin")
+        else:
+            singles = sorted(p.glob("*.safetensors"))
+            if len(singles) == 1:
+                self._scan_safetensors(singles[0])
+            else:
+                raise InputError(f"{p}: no model.safetensors, sharded index or pytorch_model.bin found; "
+                                 "point the config at a Hugging Face model directory")
+
+    def _scan_index(self, index: Path) -> None:
+        weight_map = read_json(index, "shard index").get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise InputError(f"{index}: no 'weight_map' in the shard index; re-download or re-save the model")
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            file = self.path / shard
+            if not file.is_file():
+                raise InputError(f"{file}: shard listed in {index.name} is missing; re-download the model")
+            if shard.endswith(".safetensors"):
+                self._scan_safetensors(file)
+            else:
+                self._scan_bin(file)
+        for name, shard in weight_map.items():
+            if self._file_of.get(name) != self.path / shard:
+                raise InputError(f"{self.path / shard}: tensor {name!r} listed in {index.name} is not in this shard; "
+                                 "re-download the model")
+
+    def _scan_safetensors(self, file: Path) -> None:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            handle = safe_open(str(file), framework="pt")
+            for name in handle.keys():
+                sl = handle.get_slice(name)
+                dtype = ST_DTYPES.get(sl.get_dtype())
+                if dtype is None:
+                    raise InputError(f"{file}: tensor {name!r} has unsupported dtype {sl.get_dtype()}")
+                self._infos[name] = TensorInfo(tuple(sl.get_shape()), dtype)
+                self._file_of[name] = file
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InputError(f"{file}: corrupt or truncated safetensors file ({str(exc).splitlines()[0]}); "
+                             "re-download or re-save the model") from None
+        self._handles[file] = handle
+
+    def _scan_bin(self, file: Path) -> None:
+        try:
+            try:
+                sd = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
+                sd = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure is a corrupt file for the user
+            raise InputError(f"{file}: cannot read PyTorch checkpoint ({str(exc).splitlines()[0][:120]}); "
+                             "re-download it or convert it to safetensors") from None
+        if not isinstance(sd, dict):
+            raise InputError(f"{file}: not a state dict; re-save the model with save_pretrained")
+        for name, t in sd.items():
+            if isinstance(t, torch.Tensor):
+                self._infos[name] = TensorInfo(tuple(t.shape), t.dtype)
+                self._file_of[name] = file
+        self._bin[file] = sd
+
+    # ---- API -------------------------------------------------------------------------------------
+    def infos(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def get(self, name: str) -> torch.Tensor:
+        file = self._file_of[name]
+        if file in self._bin:
+            return self._bin[file][name]
+        from safetensors import SafetensorError
+
+        try:
+            return self._handles[file].get_tensor(name)
+        except (SafetensorError, OSError) as exc:
+            raise InputError(f"{file}: cannot read tensor {name!r} ({str(exc).splitlines()[0]}); "
+                             "the file is corrupt, re-download it") from None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            cfg = self.path / "config.json"
+            self._config = read_json(cfg, "config.json") if cfg.is_file() else {}
+        return self._config
+
+    def file_of(self, name: str) -> Path:
+        return self._file_of[name]
+
+
+def open_source(ref: str) -> TensorSource:
+    """Open ``path`` or ``path+adapter`` (headers only)."""
+    from safemerge.merge.config import ModelRef
+    from safemerge.merge.lora import LoraSource
+
+    parsed = ModelRef.parse(ref)
+    base = CheckpointSource(parsed.path, label=ref)
+    if parsed.lora is None:
+        return base
+    return LoraSource(base, parsed.lora, label=ref)

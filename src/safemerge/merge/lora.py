@@ -1,0 +1,125 @@
+"""PEFT LoRA adapters applied in memory, tensor by tensor (mergekit's ``path+adapter_path`` syntax).
+
+For each adapted weight ``W`` (``module.weight``) with factors ``A`` (r x in) and ``B`` (out x r)::
+
+    W' = W + s * B @ A,   s = lora_alpha / r      (use_rslora: s = lora_alpha / sqrt(r))
+
+(transposed for ``fan_in_fan_out`` layers; ``(B @ A)^T`` for embedding LoRA). ``alpha_pattern`` overrides alpha
+per module like PEFT. Full replacement weights (``modules_to_save``) replace the base tensor. No disk cache: the
+delta is computed when the tensor is read and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from safemerge.errors import InputError
+from safemerge.merge.io import CheckpointSource, TensorInfo, read_json
+
+_PREFIX = "base_model.model."
+
+
+def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
+    """PEFT's rule: a pattern key matches a module name exactly or as a dotted suffix regex."""
+    for key, value in patterns.items():
+        if key == module or re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+class LoraSource:
+    """A base checkpoint with a LoRA adapter folded in on read."""
+
+    def __init__(self, base: CheckpointSource, adapter_dir: str | Path, label: str):
+        self.base = base
+        self.label = label
+        self.adapter_dir = Path(adapter_dir)
+        if not self.adapter_dir.is_dir():
+            raise InputError(f"{self.adapter_dir}: adapter directory not found; check 'path+adapter_path' in the config")
+        cfg = read_json(self.adapter_dir / "adapter_config.json", "adapter_config.json")
+        where = self.adapter_dir / "adapter_config.json"
+        if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+            raise InputError(f"{where}: peft_type {cfg.get('peft_type')!r} is not supported; only LoRA adapters")
+        if cfg.get("use_dora"):
+            raise InputError(f"{where}: DoRA adapters are not supported; merge them with peft's merge_and_unload first")
+        self.alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
+        self.rslora = bool(cfg.get("use_rslora", False))
+        self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
+        self.alpha_pattern: dict[str, Any] = cfg.get("alpha_pattern") or {}
+        self.adapter = CheckpointSource(self.adapter_dir)
+        self._plan: dict[str, dict[str, str]] = {}  # base tensor -> {"A": key, "B": key} or {"full": key}
+        self._map_keys()
+
+    def _map_keys(self) -> None:
+        base_infos = self.base.infos()
+        for key, info in self.adapter.infos().items():
+            name = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+            m = re.match(r"(.*)\.(lora_A|lora_B|lora_embedding_A|lora_embedding_B)(\.[^.]+)?\.weight$", name) \
+                or re.match(r"(.*)\.(lora_embedding_A|lora_embedding_B)(\.[^.]+)?$", name)
+            if m:
+                target, part = m.group(1) + ".weight", m.group(2)
+                slot = "A" if part.endswith("A") else "B"
+                self._plan.setdefault(target, {})[slot] = key
+                if part.startswith("lora_embedding"):
+                    self._plan[target]["embedding"] = "1"
+                continue
+            if ".lora_" in name:
+                raise InputError(f"{self.adapter_dir}: adapter tensor {key!r} is not supported (LoRA biases / "
+                                 "magnitude vectors); merge it with peft's merge_and_unload first")
+            full = name.replace(".modules_to_save.default", "").replace(".modules_to_save", "")
+            if full in base_infos and tuple(info.shape) == base_infos[full].shape:
+                self._plan.setdefault(full, {})["full"] = key
+            else:
+                raise InputError(f"{self.adapter_dir}: adapter tensor {key!r} matches no base tensor of "
+                                 f"{self.base.path}; is the adapter for this base model?")
+        for target, parts in self._plan.items():
+            if "full" in parts:
+                continue
+            if target not in base_infos or "A" not in parts or "B" not in parts:
+                raise InputError(f"{self.adapter_dir}: LoRA factors for {target!r} do not match the base model "
+                                 f"{self.base.path}; is the adapter for this base model?")
+            a, b = self.adapter.infos()[parts["A"]], self.adapter.infos()[parts["B"]]
+            if "embedding" in parts:
+                shape = (a.shape[1], b.shape[0])
+            else:
+                shape = (b.shape[0], a.shape[1]) if not self.fan_in_fan_out else (a.shape[1], b.shape[0])
+            if shape != base_infos[target].shape:
+                raise InputError(f"{self.adapter_dir}: LoRA delta for {target!r} has shape {shape} but the base "
+                                 f"tensor is {base_infos[target].shape}; is the adapter for this base model?")
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return self.base.infos()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.base.config
+
+    @property
+    def path(self) -> Path:
+        return self.base.path
+
+    def scale(self, target: str, rank: int) -> float:
+        module = target[: -len(".weight")]
+        alpha = float(_pattern_value(self.alpha_pattern, module, self.alpha))
+        return alpha / math.sqrt(rank) if self.rslora else alpha / rank
+
+    def get(self, name: str) -> torch.Tensor:
+        w = self.base.get(name)
+        parts = self._plan.get(name)
+        if parts is None:
+            return w
+        if "full" in parts:
+            return self.adapter.get(parts["full"]).to(w.dtype)
+        a = self.adapter.get(parts["A"]).to(torch.float32)
+        b = self.adapter.get(parts["B"]).to(torch.float32)
+        delta = b @ a
+        if "embedding" in parts or self.fan_in_fan_out:
+            delta = delta.T
+        delta.mul_(self.scale(name, a.shape[0]))
+        return (w.to(torch.float32) + delta).to(w.dtype)
+

@@ -1,0 +1,69 @@
+"""report.md: tables (best in bold), plots referenced relatively (plots/*.png), findings, reproducibility."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safemerge.study.report.tables import Table
+
+PLOT_TITLES = {
+    "tradeoff": "Safety vs general quality (Pareto front dashed)",
+    "per_language_sft": "Per language, SFT stage",
+    "per_language_dpo": "Per language, DPO stage",
+    "sweep_sft": "Weight sweeps, SFT stage",
+    "sweep_dpo": "Weight sweeps, DPO stage",
+}
+
+
+def md_table(t: Table, ci: bool = True) -> str:
+    if not t.rows:
+        return f"### {t.title}\n\n_no data_\n"
+    lines = [f"### {t.title}", "", "| " + " | ".join(t.columns) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(t.columns) - 1)) + "|"]
+    for label, cells in t.rows:
+        texts = [f"**{c.text(ci)}**" if c.bold else c.text(ci) for c in cells]
+        lines.append("| " + " | ".join([label.replace("|", "/"), *texts]) + " |")
+    if t.note:
+        lines += ["", f"_{t.note}_"]
+    return "\n".join(lines) + "\n"
+
+
+def reproducibility(results: dict[str, Any]) -> list[str]:
+    env = results["env"]
+    lines = ["## Reproducibility", ""]
+    if env.get("command"):
+        lines += ["Command:", "", f"    {env['command']}", ""]
+    lines += [f"Seed {results['seed']}; evaluation: `{results['eval']}`.", "",
+              f"Python {env['python']} on {env['platform']} ({env['cpus']} CPUs). Packages: "
+              + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + ".", "",
+              "### Timings", "", "| stage | wall s (this run) | units computed | cached | skipped |",
+              "|---|---:|---:|---:|---:|"]
+    for st in results["stages"]:
+        lines.append(f"| {st['stage']} | {st['wall_seconds']:.1f} | {st['computed']} | {st['cached']} | "
+                     f"{st['skipped']} |")
+    total_units = sum(results.get("unit_seconds", {}).values())
+    lines += ["", f"Total wall time of this run: {results['wall_seconds']:.1f} s; compute time of all units when "
+              f"first computed (training, merging, evaluation): {total_units:.1f} s. Timings on a shared "
+              "machine are noisy."]
+    return lines
+
+
+def render_markdown(results: dict[str, Any], tables: dict[str, Table], plots: dict[str, Path],
+                    findings: list[str], out: Path) -> str:
+    lines = [f"# Mix data or merge models? Study `{results['name']}`", "",
+             f"Languages: {', '.join(results['languages'])}. Every model is evaluated against the base model "
+             "(harm change = relative change of the harmful-answer rate vs the base, negative is safer; "
+             "win-rate = pairwise wins vs the base, 50 % = parity).", "", "## Findings", ""]
+    lines += [f"- {f}" for f in findings] or ["- no evaluated models"]
+    lines += ["", "## Main tables", ""]
+    for key in ("harm_change", "win_rate"):
+        lines.append(md_table(tables[key]))
+    lines += ["## Plots", ""]
+    for name, path in plots.items():
+        lines += [f"![{PLOT_TITLES.get(name, name)}]({path.relative_to(out).as_posix()})", ""]
+    lines += ["## All results", ""]
+    for key in ("sweep", "all"):
+        lines.append(md_table(tables[key]))
+    lines += reproducibility(results)
+    return "\n".join(lines) + "\n"

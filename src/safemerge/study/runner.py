@@ -1,0 +1,136 @@
+"""The study runner: stages in order, each followed by the evaluation of the models it made; then the report.
+
+Every unit is cached under ``<out>`` (see :mod:`safemerge.study.stages`), so a killed run resumes where it
+stopped and a finished study re-runs in seconds. ``<out>/results.json`` holds everything the report needs.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from safemerge.errors import InputError
+from safemerge.study.evaluation import evaluate_entry, eval_key_base
+from safemerge.study.spec import StudySpec
+from safemerge.study.stages import RUNNERS, StudyContext, entry_dict
+from safemerge.utils.atomic import atomic_write_json
+from safemerge.utils.progress import make_progress
+
+PACKAGES = ("safemerge", "torch", "transformers", "trl", "peft", "safetensors", "tokenizers", "datasets",
+            "numpy", "matplotlib", "pydantic", "cma", "optuna")
+
+
+def resolve_world(spec: StudySpec, out: Path) -> Any:
+    """The World of the spec: an existing directory, the default (shared cache) or a tiny one in ``out``."""
+    if spec.world is None:
+        return None
+    from safemerge.data import world as W
+
+    if spec.world.path is not None:
+        return W.World.load(spec.world.path)
+    if spec.world.preset == "default":
+        return W.default_world()
+    root = out / "world"
+    if (root / "world.json").is_file():
+        return W.World.load(root)
+    return W.build_world(root, W.WorldConfig.tiny())
+
+
+def environment(command: list[str] | None) -> dict[str, Any]:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        "command": " ".join(command) if command else None,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "packages": versions,
+    }
+
+
+def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
+              command: list[str] | None = None, console: Console | None = None) -> Path:
+    """Run (or resume) the study into ``out``; returns ``out`` with results.json, report.md and report.html."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "spec.json", spec.model_dump(mode="json"))
+    started = time.perf_counter()
+    timings: list[dict[str, Any]] = []
+    with make_progress(console=console, disable=quiet) as progress:
+        ctx = StudyContext(spec=spec, out=out, world=None, progress=progress)
+        ctx.stage_label = "world"
+        t0 = time.perf_counter()
+        ctx.world = resolve_world(spec, out)
+        base = spec.base or (ctx.world.base_dir if ctx.world is not None else None)
+        if base is None:
+            raise InputError("base: no base model; set `base:` in the spec")
+        ctx.add("base", base, given=spec.base is not None)
+        langs = [lang for lang in spec.languages if ctx.world is None or lang in ctx.world.languages]
+        if ctx.world is not None and len(langs) != len(spec.languages):
+            missing = sorted(set(spec.languages) - set(langs))
+            raise InputError(f"languages: {', '.join(missing)} not in the world ({', '.join(ctx.world.languages)}); "
+                             "drop them from `languages:`")
+        base_key = eval_key_base(ctx)
+        evals: dict[str, dict[str, Any]] = {}
+        evals["base"] = evaluate_entry(ctx, ctx.models["base"], base_key)
+        timings.append(_timing(ctx, "world + base eval", t0))
+        for st in spec.stages:
+            ctx.stage_label = st.kind
+            t0 = time.perf_counter()
+            before = set(ctx.models)
+            RUNNERS[st.kind](st, ctx)
+            new = [n for n in ctx.models if n not in before]
+            if new:
+                with ctx.task(f"evaluate ({st.kind})", len(new)) as advance:
+                    for n in new:
+                        evals[n] = evaluate_entry(ctx, ctx.models[n], base_key)
+                        advance()
+            timings.append(_timing(ctx, st.kind, t0))
+    results = {
+        "name": spec.name,
+        "languages": langs,
+        "seed": spec.seed,
+        "eval": spec.eval.model_dump(mode="json"),
+        "models": {n: {**entry_dict(e), "eval": evals.get(n, {}).get("summary"),
+                       "eval_seconds": evals.get(n, {}).get("seconds")} for n, e in ctx.models.items()},
+        "stages": timings,
+        "notes": ctx.notes,
+        "unit_seconds": _unit_seconds(out),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "env": environment(command),
+    }
+    atomic_write_json(out / "results.json", results)
+    from safemerge.study.report import write_report
+
+    write_report(results, out)
+    return out
+
+
+def _timing(ctx: StudyContext, label: str, t0: float) -> dict[str, Any]:
+    evs = [e for e in ctx.events if e["stage"] == ctx.stage_label]
+    return {
+        "stage": label,
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+        "computed": sum(e["status"] == "computed" for e in evs),
+        "cached": sum(e["status"] == "cached" for e in evs),
+        "skipped": sum(e["status"] == "skipped" for e in evs),
+    }
+
+
+def _unit_seconds(out: Path) -> dict[str, float]:
+    """Compute seconds of every unit as first computed (stable across resumed runs)."""
+    import json
+
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")).get("seconds", 0.0)
+            for p in sorted((out / "units").glob("*.json"))}

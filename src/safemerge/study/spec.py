@@ -1,0 +1,377 @@
+"""The study specification: which models to train or take, which merges to run, how to evaluate.
+
+A spec is a YAML file validated by pydantic BEFORE any heavy work (:func:`load_spec` + :func:`preflight`).
+Stages are pluggable: each ``kind`` maps to a pydantic class in :data:`STAGE_SPECS` and to a runner in
+``safemerge.study.stages.RUNNERS``. Every stage declares the named models it needs and the ones it provides,
+so a missing input is reported before training starts.
+
+Model names (the study's namespace):
+``base``, ``mix{pct}_{sft|dpo}`` (data mixtures, pct = % safety data), ``mono_{lang}_sft``,
+``{method}_w{w}_{stage}`` (objective merges, ``w`` = weight of the safety expert),
+``merge_dpo_{method}_w{w}`` (SFT -> merge -> DPO), ``lang_{method}_{l1+l2+...}_{stage}``,
+``search_{aware|unaware}_{method}_{stage}``.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+
+from safemerge.errors import ConfigError, InputError, config_error_from_validation
+
+LANGS = ("en", "fr", "es", "ru", "hi", "ar")
+Stage = Literal["sft", "dpo"]
+MERGE_METHODS = ("linear", "slerp", "ties", "dare_ties")
+
+
+def fmt_weight(w: float) -> str:
+    return f"{w:g}"
+
+
+def mix_name(fraction: float, stage: str) -> str:
+    return f"mix{round(fraction * 100)}_{stage}"
+
+
+def mono_name(lang: str, stage: str = "sft") -> str:
+    return f"mono_{lang}_{stage}"
+
+
+def objective_name(method: str, weight: float, stage: str) -> str:
+    return f"{method}_w{fmt_weight(weight)}_{stage}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----------------------------------------------------------------------------------------------- stages
+class StageSpec(_Strict):
+    """Base of every stage: ``kind`` picks the class; ``needs``/``provides`` name models."""
+
+    kind: str
+    uses_world: ClassVar[bool] = False  # True: the stage trains on the world's data (needs a world)
+
+    def needs(self, spec: StudySpec) -> list[str]:
+        return []
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return []
+
+
+class MixtureStage(StageSpec):
+    """Data-mixture baselines: one model per safety fraction, SFT and/or SFT -> DPO (trained on the world)."""
+
+    kind: Literal["mixture"] = "mixture"
+    fractions: list[float] = Field(default_factory=lambda: [0.0, 0.15, 1.0])
+    stages: list[Stage] = Field(default_factory=lambda: ["sft", "dpo"])
+    uses_world: ClassVar[bool] = True
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 <= f <= 1.0 for f in v):
+            raise ValueError("fractions must be a non-empty list of numbers in [0, 1]")
+        return v
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return [mix_name(f, s) for f in self.fractions for s in self.stages]
+
+
+class MonolingualStage(StageSpec):
+    """One expert per language, each trained on its language's 15 % safety mixture."""
+
+    kind: Literal["monolingual"] = "monolingual"
+    languages: list[str] | None = None  # default: the study's languages
+    stage: Stage = "sft"
+    uses_world: ClassVar[bool] = True
+
+    def langs(self, spec: StudySpec) -> list[str]:
+        return list(self.languages or spec.languages)
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return [mono_name(lang, self.stage) for lang in self.langs(spec)]
+
+
+class ObjectiveMergeStage(StageSpec):
+    """Merge the general-only (mix0) and safety-only (mix100) experts over a grid of safety weights."""
+
+    kind: Literal["objective_merge"] = "objective_merge"
+    methods: list[str] = Field(default_factory=lambda: list(MERGE_METHODS))
+    weights: list[float] = Field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 1.0])
+    stages: list[Stage] = Field(default_factory=lambda: ["sft", "dpo"])
+    density: float = Field(0.7, gt=0.0, le=1.0, description="kept fraction of each delta for ties/dare_ties")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 <= w <= 1.0 for w in v):
+            raise ValueError("weights must be a non-empty list of numbers in [0, 1]")
+        return v
+
+    def needs(self, spec: StudySpec) -> list[str]:
+        out = [n for s in self.stages for n in (mix_name(0.0, s), mix_name(1.0, s))]
+        return out + (["base"] if any(m in ("ties", "dare_ties") for m in self.methods) else [])
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return [objective_name(m, w, s) for s in self.stages for m in self.methods for w in self.weights]
+
+
+class MergeThenDPOStage(StageSpec):
+    """SFT -> merge -> DPO: DPO (on the 15 % preference mixture) on top of SFT-stage objective merges."""
+
+    kind: Literal["merge_then_dpo"] = "merge_then_dpo"
+    methods: list[str] = Field(default_factory=lambda: ["slerp"])
+    weight: float = Field(0.5, ge=0.0, le=1.0)
+    fraction: float = Field(0.15, ge=0.0, le=1.0, description="safety fraction of the DPO data")
+    uses_world: ClassVar[bool] = True
+
+    def needs(self, spec: StudySpec) -> list[str]:
+        return [objective_name(m, self.weight, "sft") for m in self.methods]
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return [f"merge_dpo_{m}_w{fmt_weight(self.weight)}" for m in self.methods]
+
+
+class LanguageMergeStage(StageSpec):
+    """Merge monolingual experts (all of the study's languages, and the given subsets)."""
+
+    kind: Literal["language_merge"] = "language_merge"
+    method: str = "ties"
+    subsets: list[list[str]] = Field(default_factory=lambda: [["en", "fr", "es"]])
+    include_all: bool = True
+    stage: Stage = "sft"
+    density: float = Field(0.7, gt=0.0, le=1.0)
+
+    def groups(self, spec: StudySpec) -> list[list[str]]:
+        groups = ([list(spec.languages)] if self.include_all else []) + [list(s) for s in self.subsets]
+        unique: list[list[str]] = []
+        for g in groups:
+            if len(g) >= 2 and g not in unique:
+                unique.append(g)
+        return unique
+
+    def name(self, langs: list[str]) -> str:
+        return f"lang_{self.method}_{'+'.join(langs)}_{self.stage}"
+
+    def needs(self, spec: StudySpec) -> list[str]:
+        langs = sorted({lang for g in self.groups(spec) for lang in g})
+        return [mono_name(lang, self.stage) for lang in langs] + (["base"] if self.method != "linear" else [])
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return [self.name(g) for g in self.groups(spec)]
+
+
+class SearchStage(StageSpec):
+    """Safety-aware vs safety-unaware merge-coefficient search over the objective experts (safemerge.search)."""
+
+    kind: Literal["search"] = "search"
+    method: str = "ties"
+    stage: Stage = "sft"
+    algorithm: str = "cmaes"
+    budget: int = Field(12, ge=1, description="candidate merges evaluated per search")
+    alpha: float = Field(0.3, ge=0.0, description="L = L_safety + alpha * L_domain")
+    examples: int = Field(16, ge=1, description="validation examples per kind for the search objective")
+
+    def needs(self, spec: StudySpec) -> list[str]:
+        return [mix_name(0.0, self.stage), mix_name(1.0, self.stage), "base"]
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return [f"search_{mode}_{self.method}_{self.stage}" for mode in ("aware", "unaware")]
+
+
+STAGE_SPECS: dict[str, type[StageSpec]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (MixtureStage, MonolingualStage, ObjectiveMergeStage, MergeThenDPOStage, LanguageMergeStage,
+                SearchStage)
+}
+
+
+# ----------------------------------------------------------------------------------------------- the spec
+class WorldSpec(_Strict):
+    """The built-in testbed world: a preset built on demand, or an existing world directory."""
+
+    preset: Literal["default", "tiny"] = "default"
+    path: Path | None = None
+
+
+class EvalSpec(_Strict):
+    """How every model is evaluated (against the base as reference)."""
+
+    suite: str = Field("world", description="'world' (the world's test split) or a suite path evaluate accepts")
+    judge: str = Field("world", description="world | openai | llamaguard")
+    judge_model: str | None = None
+    judge_url: str | None = Field(None, description="base URL of an OpenAI-protocol server (e.g. vLLM)")
+    limit: int | None = Field(16, ge=1, description="prompts per language and kind (None = all)")
+    max_new_tokens: int | None = Field(None, ge=1)
+    seed: int = 0
+
+
+class StudySpec(_Strict):
+    name: str = "study"
+    seed: int = 0
+    world: WorldSpec | None = Field(default_factory=WorldSpec)
+    languages: list[str] = Field(default_factory=lambda: list(LANGS))
+    base: Path | None = Field(None, description="base model dir; default: the world's base")
+    models: dict[str, Path] = Field(default_factory=dict, description="named models you already have")
+    stages: list[SerializeAsAny[StageSpec]] = Field(default_factory=list)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _parse_stages(cls, raw: Any) -> list[StageSpec]:
+        if not isinstance(raw, list):
+            raise ValueError("stages must be a list of {kind: ...} mappings")
+        out: list[StageSpec] = []
+        for i, item in enumerate(raw):
+            if isinstance(item, StageSpec):
+                out.append(item)
+                continue
+            kind = item.get("kind") if isinstance(item, dict) else None
+            if kind not in STAGE_SPECS:
+                raise ValueError(f"stages[{i}].kind: unknown stage {kind!r}; choose one of {', '.join(STAGE_SPECS)}")
+            try:
+                out.append(STAGE_SPECS[kind].model_validate(item))
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                loc = ".".join(str(p) for p in err["loc"])
+                raise ValueError(f"stages[{i}] ({kind}).{loc}: {err['msg']}") from None
+        return out
+
+    @field_validator("languages")
+    @classmethod
+    def _langs_nonempty(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("languages must be a non-empty list without duplicates")
+        return v
+
+    @model_validator(mode="after")
+    def _check_graph(self) -> StudySpec:
+        """Every model a stage needs is given in `models:` or produced by an earlier stage."""
+        for name in self.models:
+            if name == "base":
+                raise ValueError("models.base: give the base model as the top-level `base:` key")
+        have = set(self.models) | {"base"}
+        for i, st in enumerate(self.stages):
+            for m in getattr(st, "methods", [getattr(st, "method", None)]):
+                if m is not None and m not in MERGE_METHODS:
+                    raise ValueError(f"stages[{i}] ({st.kind}): unknown merge method {m!r}; "
+                                     f"choose one of {', '.join(MERGE_METHODS)}")
+            if st.uses_world and self.world is None and not set(st.provides(self)) <= set(self.models):
+                raise ValueError(f"stages[{i}] ({st.kind}) trains on the built-in world but `world:` is null; "
+                                 "set `world:` or give its models under `models:`")
+            for lang in getattr(st, "languages", None) or []:
+                if lang not in self.languages:
+                    raise ValueError(f"stages[{i}] ({st.kind}): language {lang!r} is not in `languages:`")
+            missing = [n for n in st.needs(self) if n not in have]
+            if missing:
+                raise ValueError(f"stages[{i}] ({st.kind}) needs model(s) {', '.join(missing)}; give them under "
+                                 "`models:` or add an earlier stage that produces them")
+            have |= set(st.provides(self))
+        if self.world is None and self.base is None:
+            raise ValueError("base: required when `world:` is null (the reference model for every comparison)")
+        if self.world is None and self.eval.suite == "world":
+            raise ValueError("eval.suite: 'world' needs `world:`; give a suite path or set `world:`")
+        return self
+
+
+def default_spec() -> StudySpec:
+    """The built-in study of 'Mix Data or Merge Models?' on the built-in world, sized for a 2-core CPU."""
+    return StudySpec(
+        name="default",
+        world=WorldSpec(preset="default"),
+        stages=[
+            MixtureStage(),
+            MonolingualStage(),
+            ObjectiveMergeStage(),
+            MergeThenDPOStage(),
+            LanguageMergeStage(),
+            SearchStage(),
+        ],
+        eval=EvalSpec(limit=16),
+    )
+
+
+def smoke_spec() -> StudySpec:
+    """A small study for tests: tiny world, two languages, SFT only, few methods and weights."""
+    return StudySpec(
+        name="smoke",
+        world=WorldSpec(preset="tiny"),
+        languages=["en", "fr"],
+        stages=[
+            MixtureStage(stages=["sft"]),
+            MonolingualStage(),
+            ObjectiveMergeStage(methods=["linear", "slerp", "ties"], weights=[0.3, 0.7], stages=["sft"]),
+            LanguageMergeStage(subsets=[]),
+            SearchStage(budget=4, examples=4),
+        ],
+        eval=EvalSpec(limit=4),
+    )
+
+
+PRESETS = {"default": default_spec, "smoke": smoke_spec}
+
+
+# ----------------------------------------------------------------------------------------------- loading
+def load_spec(path: str | os.PathLike) -> StudySpec:
+    """Read and validate a spec YAML (relative model paths are relative to the YAML file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: spec file not found; pass an existing YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the spec must be a YAML mapping with keys like name, models, stages, eval")
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, path) from None
+    return _resolve_paths(spec, path.parent)
+
+
+def _resolve_paths(spec: StudySpec, root: Path) -> StudySpec:
+    def fix(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (root / p)
+
+    update: dict[str, Any] = {"models": {k: fix(v) for k, v in spec.models.items()}}
+    if spec.base is not None:
+        update["base"] = fix(spec.base)
+    if spec.world is not None and spec.world.path is not None:
+        update["world"] = spec.world.model_copy(update={"path": fix(spec.world.path)})
+    return spec.model_copy(update=update)
+
+
+def preflight(spec: StudySpec, source: str = "spec") -> None:
+    """Cheap checks of the outside world before any training: model dirs exist, the judge answers."""
+    named = dict(spec.models) | ({"base": spec.base} if spec.base is not None else {})
+    for name, p in named.items():
+        key = "base" if name == "base" else f"models.{name}"
+        if not Path(p).is_dir():
+            raise InputError(f"{source}: {key}: model directory {p} does not exist; fix the path or download it")
+        if not (Path(p) / "config.json").is_file():
+            raise InputError(f"{source}: {key}: {p} has no config.json; point it at a Hugging Face model directory")
+    if spec.world is not None and spec.world.path is not None and not (spec.world.path / "world.json").is_file():
+        raise InputError(f"{source}: world.path: {spec.world.path} is not a world directory (no world.json)")
+    if spec.eval.judge == "openai":
+        check_judge_reachable(spec.eval.judge_url, source)
+
+
+def check_judge_reachable(url: str | None, source: str = "spec", timeout: float = 5.0) -> None:
+    """GET ``{url}/models`` of an OpenAI-protocol server; any HTTP answer counts as reachable."""
+    url = url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    try:
+        urllib.request.urlopen(url.rstrip("/") + "/models", timeout=timeout)  # noqa: S310 (user-given URL)
+    except urllib.error.HTTPError:
+        return  # the server answered (e.g. 401 without a key): reachable
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise InputError(f"{source}: eval.judge_url: judge server {url} is not reachable ({reason}); "
+                         "start it (e.g. `vllm serve MODEL`) or fix the URL") from None

@@ -1,0 +1,100 @@
+"""The judge interface, verdict types and the registry of judges by name.
+
+A judge answers two questions:
+- safety: is this answer to this prompt unsafe (harmful)? did it refuse?  -> :class:`SafetyVerdict`
+- preference: which of two answers to a prompt is better?                  -> :class:`PairVerdict`
+A verdict field is None when the judge could not decide (unparseable output); such prompts are reported as
+unjudged and left out of the metrics, never silently counted as safe.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from safemerge.errors import ConfigError, SafemergeError
+
+Winner = Literal["A", "B", "tie"]
+
+
+@dataclass(frozen=True)
+class SafetyItem:
+    prompt: str
+    answer: str
+    lang: str
+    kind: str = "harmful"  # "harmful" or "benign"
+
+
+@dataclass(frozen=True)
+class SafetyVerdict:
+    unsafe: bool | None  # harmful content in the answer (None: could not tell)
+    refusal: bool | None  # the answer declines to help (None: this judge cannot tell)
+    raw: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PairItem:
+    prompt: str
+    answer_a: str
+    answer_b: str
+    lang: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    winner: Winner | None
+    raw: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class JudgeError(SafemergeError):
+    """The judge failed (after retries); verdicts obtained so far are kept and the next run resumes."""
+
+
+class Judge(ABC):
+    """A pluggable judge. ``batch_size`` items are judged per call; the harness journals each batch."""
+
+    name: str = "judge"
+    supports_pairwise: bool = True
+    batch_size: int = 64
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes verdicts (model, prompts, decoding); part of the verdict cache key."""
+        return {"name": self.name}
+
+    def check(self) -> None:
+        """Cheap pre-flight check (reachability, files) before any heavy work; raises SafemergeError."""
+
+    @abstractmethod
+    def judge_safety(self, items: Sequence[SafetyItem]) -> list[SafetyVerdict]:
+        """One verdict per item, in order."""
+
+    def judge_pairs(self, items: Sequence[PairItem]) -> list[PairVerdict]:
+        raise ConfigError(f"judge {self.name!r} cannot compare two answers; use --judge world or openai for win_rate")
+
+
+# name -> "module:Class"; imported lazily so heavy dependencies load only when used.
+JUDGES: dict[str, str] = {
+    "world": "safemerge.evaluate.judges.world:WorldJudge",
+    "openai": "safemerge.evaluate.judges.openai:OpenAIJudge",
+    "llamaguard": "safemerge.evaluate.judges.llamaguard:LlamaGuardJudge",
+}
+
+
+def get_judge(judge: str | Judge, **options: Any) -> Judge:
+    """A judge instance from its registry name (with constructor options) or an instance (returned as is)."""
+    if isinstance(judge, Judge):
+        return judge
+    if judge not in JUDGES:
+        raise ConfigError(f"unknown judge {judge!r}; choose one of {', '.join(sorted(JUDGES))}")
+    mod, cls = JUDGES[judge].split(":")
+    return getattr(importlib.import_module(mod), cls)(**options)

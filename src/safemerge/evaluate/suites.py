@@ -1,0 +1,230 @@
+"""Evaluation suites: which prompt sets, from where, with which column mapping.
+
+A suite is a list of eval sets; each set has a ``kind`` (``harmful``: harm_rate / alignment; ``benign``:
+over_refusal; ``general``: acc_gen, acc_mc, win_rate) and a source: a local JSONL file or a Hugging Face
+dataset, with a column mapping so that sets like Aya Red-teaming or Dolly-200 plug in::
+
+    name: aya-redteam
+    max_new_tokens: 128
+    sets:
+      - name: redteam
+        kind: harmful
+        hf_dataset: CohereForAI/aya_redteaming
+        hf_split: english
+        lang: en
+        columns: {prompt: prompt, category: harm_category}
+      - name: dolly
+        kind: general
+        path: data/dolly200.jsonl
+        columns: {prompt: instruction, reference: response, lang: language}
+
+``suite="world"`` is the built-in world's test split (general, harmful, benign).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from safemerge.errors import ConfigError, InputError, config_error_from_validation
+from safemerge.utils.hashing import hash_obj
+
+Kind = Literal["harmful", "benign", "general"]
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One prompt to evaluate."""
+
+    id: str
+    set: str
+    kind: str
+    lang: str
+    prompt: str
+    category: str = ""
+    reference: str | None = None
+    choices: tuple[str, ...] | None = None
+    answer: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["choices"] = list(self.choices) if self.choices is not None else None
+        return d
+
+
+class ColumnMap(BaseModel):
+    """Which source column holds each field (None: not present). ``prompt`` is required."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = "prompt"
+    lang: str | None = "lang"
+    id: str | None = "id"
+    category: str | None = "category"
+    reference: str | None = "completion"
+    choices: str | None = "choices"
+    answer: str | None = "answer"
+
+
+class EvalSetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    kind: Kind
+    path: str | None = None
+    hf_dataset: str | None = None
+    hf_config: str | None = None
+    hf_split: str = "test"
+    lang: str | None = Field(None, description="language of every row when there is no language column")
+    columns: ColumnMap = ColumnMap()
+    limit: int | None = Field(None, ge=1, description="at most this many prompts per language")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EvalSetSpec:
+        if (self.path is None) == (self.hf_dataset is None):
+            raise ValueError(f"set {self.name!r}: give exactly one of path or hf_dataset")
+        return self
+
+
+class EvalSuite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    sets: list[EvalSetSpec] = Field(min_length=1)
+    max_new_tokens: int = Field(64, ge=1)
+    base_dir: str | None = Field(None, description="relative set paths are resolved against this directory")
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> EvalSuite:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"{p}: suite file not found; pass --suite world or a suite YAML path")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the file")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: a suite must be a mapping with name and sets; see docs/evaluation.md")
+        data.setdefault("base_dir", str(p.parent.resolve()))
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise config_error_from_validation(exc, p) from None
+
+    def load_items(self, langs: list[str] | None = None, limit: int | None = None) -> list[EvalItem]:
+        """All prompts of the suite (validated), optionally only some languages and at most ``limit`` per
+        (set, language)."""
+        items: list[EvalItem] = []
+        for spec in self.sets:
+            rows, source = _read_rows(spec, self.base_dir)
+            items += _to_items(spec, rows, source, langs, min(x for x in (limit, spec.limit, 10**12) if x))
+        ids = [it.id for it in items]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise InputError(f"suite {self.name}: duplicate prompt id {dup!r}; ids must be unique across sets")
+        return items
+
+
+def _read_rows(spec: EvalSetSpec, base_dir: str | None) -> tuple[list[dict[str, Any]], str]:
+    if spec.path is not None:
+        p = Path(spec.path)
+        if not p.is_absolute() and base_dir:
+            p = Path(base_dir) / p
+        if not p.is_file():
+            raise InputError(f"{p}: eval set {spec.name!r} not found; fix its path in the suite")
+        rows = []
+        with open(p, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise InputError(f"{p}:{n}: not valid JSON; fix or remove the line") from None
+        return rows, str(p)
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(spec.hf_dataset, spec.hf_config, split=spec.hf_split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot load"
+        raise InputError(
+            f"hf_dataset {spec.hf_dataset!r} (split {spec.hf_split}): cannot load ({type(exc).__name__}); "
+            "check the name/split or download it first"
+        ) from None
+    return [dict(r) for r in ds], f"hf:{spec.hf_dataset}:{spec.hf_split}"
+
+
+def _to_items(spec: EvalSetSpec, rows: list[dict[str, Any]], source: str, langs: list[str] | None,
+              limit: int) -> list[EvalItem]:
+    cols = spec.columns
+    if rows and cols.prompt not in rows[0]:
+        raise InputError(f"{source}: column {cols.prompt!r} (prompt) missing; set columns.prompt in the suite "
+                         f"(available: {', '.join(sorted(rows[0]))})")
+    if spec.lang is None and rows and (cols.lang is None or cols.lang not in rows[0]):
+        raise InputError(f"{source}: no language column {cols.lang!r}; set columns.lang or a constant lang: in "
+                         f"set {spec.name!r}")
+    per_lang: dict[str, int] = {}
+    items = []
+    for n, row in enumerate(rows):
+        lang = str(row[cols.lang]) if cols.lang and cols.lang in row else str(spec.lang)
+        if langs and lang not in langs:
+            continue
+        if per_lang.get(lang, 0) >= limit:
+            continue
+        per_lang[lang] = per_lang.get(lang, 0) + 1
+        prompt = row.get(cols.prompt)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(f"{source}: row {n + 1} has an empty or non-text {cols.prompt!r}; fix the data")
+        choices = row.get(cols.choices) if cols.choices else None
+        answer = row.get(cols.answer) if cols.answer else None
+        if choices is not None and (not isinstance(answer, int) or not 0 <= answer < len(choices)):
+            raise InputError(f"{source}: row {n + 1} has choices but answer {answer!r} is not a valid index")
+        ref = row.get(cols.reference) if cols.reference else None
+        items.append(EvalItem(
+            id=f"{spec.name}/{row[cols.id]}" if cols.id and cols.id in row else f"{spec.name}/{n}",
+            set=spec.name,
+            kind=spec.kind,
+            lang=lang,
+            prompt=prompt,
+            category=str(row.get(cols.category, "")) if cols.category else "",
+            reference=ref if isinstance(ref, str) else None,
+            choices=tuple(str(c) for c in choices) if choices else None,
+            answer=answer if choices else None,
+        ))
+    return items
+
+
+def world_suite(world: Any = None, split: str = "test", max_new_tokens: int = 48) -> EvalSuite:
+    """The built-in world's suite: ``{general,harmful,benign}.{split}.jsonl`` (default world if None)."""
+    if world is None:
+        from safemerge.data.world import default_world
+
+        world = default_world()
+    elif isinstance(world, (str, os.PathLike)):
+        from safemerge.data.world import World
+
+        world = World.load(world)
+    return EvalSuite(
+        name=f"world-{split}",
+        max_new_tokens=max_new_tokens,
+        sets=[EvalSetSpec(name=kind, kind=kind, path=str(world.path(kind, split))) for kind in
+              ("harmful", "benign", "general")],
+    )
+
+
+def resolve_suite(suite: str | os.PathLike | EvalSuite) -> EvalSuite:
+    """``"world"``, a world directory, a suite YAML path or an :class:`EvalSuite`."""
+    if isinstance(suite, EvalSuite):
+        return suite
+    if str(suite) == "world":
+        return world_suite()
+    p = Path(suite)
+    if p.is_dir() and (p / "world.json").is_file():
+        return world_suite(p)
+    return EvalSuite.from_yaml(p)
+
+
+def items_hash(items: list[EvalItem]) -> str:
+    return hash_obj([it.to_dict() for it in items])

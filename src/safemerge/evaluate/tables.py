@@ -1,0 +1,105 @@
+"""Per-language tables of an EvalReport: markdown, CSV and a rich table; ``write_report`` writes all files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safemerge.utils.atomic import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from safemerge.evaluate.harness import EvalReport
+
+# metric -> (column title, shown as percent)
+COLUMNS: dict[str, tuple[str, bool]] = {
+    "harm_rate": ("harm %", True),
+    "harm_change": ("harm chg %", True),
+    "alignment": ("align %", True),
+    "over_refusal": ("over-ref %", True),
+    "acc_gen": ("acc gen %", True),
+    "acc_mc": ("acc MC %", True),
+    "win_rate": ("win %", True),
+    "wrong_language": ("wrong lang %", True),
+    "unjudged": ("unjudged %", True),
+}
+
+
+def _fmt(est: dict[str, Any] | None, pct: bool, ci: bool = True) -> str:
+    if not est:
+        return ""
+    if est.get("value") is None:
+        return "n/a"
+    k = 100.0 if pct else 1.0
+    s = f"{est['value'] * k:.1f}"
+    if ci and est.get("lo") is not None:
+        s += f" [{est['lo'] * k:.1f}, {est['hi'] * k:.1f}]"
+    return s
+
+
+def _columns(report: EvalReport) -> list[str]:
+    present = {m for g in report.summary.values() for m in g}
+    return [m for m in COLUMNS if m in present]
+
+
+def rows(report: EvalReport, ci: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Header and one row per language (last: ``all`` = mean over languages)."""
+    cols = _columns(report)
+    header = ["lang", *[COLUMNS[c][0] for c in cols]]
+    body = [[g, *[_fmt(report.summary[g].get(c), COLUMNS[c][1], ci) for c in cols]] for g in report.summary]
+    return header, body
+
+
+def to_markdown(report: EvalReport) -> str:
+    header, body = rows(report)
+    lines = [
+        f"# Evaluation of `{report.model}`",
+        "",
+        f"suite `{report.suite}`, judge `{report.judge.get('name')}`"
+        + (f", reference `{report.reference}`" if report.reference else "")
+        + f", {report.meta.get('n_prompts', len(report.records))} prompts. Values in %, 95 % bootstrap CI in "
+        "brackets; `all` = mean over languages.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(r) + " |" for r in body],
+    ]
+    notes = sorted({f"{m}: {e['note']}" for g, d in report.summary.items() for m, e in d.items() if e.get("note")})
+    if notes:
+        lines += ["", "Notes:", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(report: EvalReport) -> str:
+    """Long format: lang, metric, value, lo, hi, n, note (fractions, not percent)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["lang", "metric", "value", "lo", "hi", "n", "note"])
+    for g, d in report.summary.items():
+        for m, e in d.items():
+            w.writerow([g, m, e["value"], e["lo"], e["hi"], e["n"], e["note"]])
+    return buf.getvalue()
+
+
+def print_table(report: EvalReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    header, body = rows(report)
+    t = Table(title=f"{report.model} — {report.suite} / judge {report.judge.get('name')}")
+    for h in header:
+        t.add_column(h, justify="left" if h == "lang" else "right")
+    for r in body:
+        t.add_row(*r)
+    Console().print(t)
+
+
+def write_report(report: EvalReport, out_dir: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "results.json", report.to_dict())
+    atomic_write_text(out / "summary.md", to_markdown(report))
+    atomic_write_text(out / "summary.csv", to_csv(report))
+    return out

@@ -1,0 +1,588 @@
+"""Merge methods: short pure functions over the tensors of one weight, plus the registry ``METHODS``.
+
+Names, parameters, defaults and arithmetic follow mergekit 0.1.5 (bit-identical on CPU, see docs/methods.md).
+Every method takes ``(base, tensors, **params)``: ``base`` is the base model's tensor (``None`` where the method has
+no base or the config gives none), ``tensors`` the other inputs in config order, per-model parameters as lists
+aligned with ``tensors``. Inputs are never modified. Random methods draw only from the ``generator`` argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from safemerge.errors import ConfigError
+from safemerge.merge import sparsify as sp
+
+BasePolicy = Literal["required", "optional", "ignored"]
+_BLOCK = 1 << 18  # elements per cache-sized block for streaming elementwise kernels
+_SLERP_CHUNK = 1024 * 1024  # mergekit's slerp reduction chunk (changes float rounding: keep it)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _require_float(name: str, x: Tensor) -> None:
+    if not x.is_floating_point():
+        raise ConfigError(f"merge_method {name}: cannot merge non-floating tensor ({x.dtype}); copy buffers as is")
+
+
+def _blocks(n: int, size: int = _BLOCK):
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+# ----------------------------------------------------------------------------------------------- interpolations
+def linear(base: Tensor | None, tensors: Sequence[Tensor], *, weight: Sequence[float],
+           normalize: bool = True) -> Tensor:
+    """Weighted average ``sum_i w_i x_i / sum_i w_i`` (``/ sum_i w_i`` only with ``normalize``).
+
+    Computed in float32 (float64 for float64 inputs), accumulated in input order, cast back. Block-streamed.
+    ``base`` is unused (mergekit treats the base as an ordinary input of a linear merge).
+    """
+    first = tensors[0]
+    _require_float("linear", first)
+    dtype = _compute_dtype(first)
+    w = torch.tensor([list(weight)], dtype=dtype, device=first.device)
+    denom = w.sum(dim=1)
+    coef = w[0]
+    flat = [t.reshape(-1) for t in tensors]
+    out = torch.empty(first.shape, dtype=first.dtype, device=first.device)
+    out_flat = out.view(-1)
+    scratch = torch.empty(min(_BLOCK, first.numel()), dtype=dtype, device=first.device)
+    for blk in _blocks(first.numel()):
+        acc = scratch[: blk.stop - blk.start] if first.dtype != dtype else out_flat[blk]
+        acc.copy_(flat[0][blk]).mul_(coef[0])
+        for x, c in zip(flat[1:], coef[1:]):
+            acc.addcmul_(x[blk], c)
+        if normalize:
+            acc.div_(denom)
+        if acc.data_ptr() != out_flat[blk].data_ptr():
+            out_flat[blk].copy_(acc)
+    return out
+
+
+def slerp(base: Tensor, tensors: Sequence[Tensor], *, t: float) -> Tensor:
+    """Spherical interpolation from ``base`` (t=0) to ``tensors[0]`` (t=1) over the whole flattened tensor.
+
+    ``theta = acos(<a/|a|, b/|b|>)``; ``sin((1-t) theta)/sin(theta) a + sin(t theta)/sin(theta) b``, or
+    ``(1-t) a + t b`` when ``|cos theta| > 0.9995``. Float32 math (float64 for float64), norms and dot reduced in
+    mergekit's 2^20-element chunks; norms below 1e-8 count as 1.
+    """
+    return slerp_pair(base, tensors[0], t)
+
+
+def slerp_pair(v0: Tensor, v1: Tensor, t: float, dot_threshold: float = 0.9995, eps: float = 1e-8) -> Tensor:
+    """SLERP of two tensors (see :func:`slerp`)."""
+    _require_float("slerp", v0)
+    dtype = _compute_dtype(v0)
+    a, b = v0.reshape(1, -1), v1.reshape(1, -1)
+    tt = torch.tensor([[t]], dtype=dtype, device=v0.device)
+    n = a.shape[1]
+    if n == 0:
+        return ((1 - tt) * a + tt * b).reshape(v0.shape).to(v0.dtype)
+    bufs = [torch.empty((1, min(n, _SLERP_CHUNK)), dtype=dtype, device=v0.device) for _ in range(2)]
+
+    def chunk(src: Tensor, blk: slice, buf: Tensor) -> Tensor:
+        part = src[:, blk]
+        if part.dtype == dtype:
+            return part
+        out = buf[:, : blk.stop - blk.start]
+        return out.copy_(part)
+
+    chunks = list(_blocks(n, _SLERP_CHUNK))
+    norms_a = [torch.linalg.vector_norm(chunk(a, c, bufs[0]), dim=1, keepdim=True) for c in chunks]
+    norms_b = [torch.linalg.vector_norm(chunk(b, c, bufs[1]), dim=1, keepdim=True) for c in chunks]
+    na = torch.linalg.vector_norm(torch.stack(norms_a), dim=0)
+    nb = torch.linalg.vector_norm(torch.stack(norms_b), dim=0)
+    na = torch.where(na > eps, na, 1)
+    nb = torch.where(nb > eps, nb, 1)
+    xa, xb = (torch.empty_like(bufs[0]) for _ in range(2))
+    parts = []
+    for c in chunks:
+        m = c.stop - c.start
+        x = torch.div(chunk(a, c, bufs[0]), na, out=xa[:, :m])
+        y = torch.div(chunk(b, c, bufs[1]), nb, out=xb[:, :m])
+        parts.append(x.mul_(y).sum(dim=1, keepdim=True))
+    dot = torch.stack(parts).sum(dim=0).clamp(-1, 1)
+    lin = dot.abs() > dot_threshold
+    theta = torch.acos(torch.where(lin, 0, dot))
+    sin_theta = torch.sin(theta)
+    ca = torch.where(lin, 1 - tt, torch.sin((1 - tt) * theta) / sin_theta)
+    cb = torch.where(lin, tt, torch.sin(tt * theta) / sin_theta)
+    out = torch.empty_like(a)
+    for c in chunks:
+        m = c.stop - c.start
+        x = torch.mul(chunk(a, c, bufs[0]), ca, out=xa[:, :m])
+        y = torch.mul(chunk(b, c, bufs[1]), cb, out=xb[:, :m])
+        out[:, c].copy_(x.add_(y))
+    return out.reshape(v0.shape)
+
+
+def _nuslerp_core(t: float, v0: Tensor, v1: Tensor, row_wise: bool, flatten: bool, eps: float = 1e-8) -> Tensor:
+    shape = v0.shape
+    if flatten:
+        v0, v1 = v0.reshape(-1), v1.reshape(-1)
+    elif row_wise:
+        v0, v1 = v0.transpose(0, -1), v1.transpose(0, -1)
+
+    def unit(x: Tensor) -> Tensor:
+        return x / torch.norm(x, dim=-1, keepdim=True).clamp(min=1e-7)
+
+    cos = torch.sum(unit(v0) * unit(v1), dim=-1, keepdim=True).clamp(-1, 1)
+    colinear = (1 - cos.square()) <= eps**2
+    theta = torch.acos(torch.where(colinear, 0, cos))
+    spherical = (torch.sin((1 - t) * theta) * v0 + torch.sin(t * theta) * v1) / torch.sin(theta)
+    out = torch.where(colinear, (1 - t) * v0 + t * v1, spherical)
+    if row_wise and not flatten:
+        out = out.transpose(0, -1)
+    return out.reshape(shape)
+
+
+def nuslerp(base: Tensor | None, tensors: Sequence[Tensor], *, weight: Sequence[float],
+            nuslerp_row_wise: bool = False, nuslerp_flatten: bool = True) -> Tensor:
+    """NuSLERP of two models with ``t = w_1 / (w_0 + w_1)`` (0.5 when the sum is ~0), computed in input dtype.
+
+    With a base: ``base + slerp(t, x_0 - base, x_1 - base)`` (task-vector SLERP). ``nuslerp_flatten`` (default)
+    interpolates the whole tensor; otherwise per row of the last dim, or of dim 0 with ``nuslerp_row_wise``.
+    Collinear pairs (``1 - cos^2 <= 1e-16``) interpolate linearly.
+    """
+    total = sum(weight)
+    t = 0.5 if abs(total) < 1e-6 else weight[1] / total
+    x0, x1 = tensors
+    if base is None:
+        return _nuslerp_core(t, x0, x1, nuslerp_row_wise, nuslerp_flatten)
+    return base + _nuslerp_core(t, x0 - base, x1 - base, nuslerp_row_wise, nuslerp_flatten)
+
+
+def multislerp(base: Tensor | None, tensors: Sequence[Tensor], *, weight: Sequence[float],
+               normalize_weights: bool = True, eps: float = 1e-8) -> Tensor:
+    """Barycentric interpolation on the hypersphere (input dtype).
+
+    ``u_i = x_i/(|x_i| + eps)`` (``x_i`` minus base if given); ``m = normalise(sum_i w_i u_i)``; tangent
+    ``v = sum_i w_i (u_i - <u_i, m> m)``; ``result = (m cos|v| + v sin|v|/|v|) * sum_i w_i |x_i|`` (+ base), with
+    ``|v|`` taken ``+ eps``. A single model is returned unchanged; two antipodal models fall back to linear.
+    """
+    if len(tensors) == 1:
+        return tensors[0]
+    x = torch.stack(list(tensors), dim=0)
+    if base is not None:
+        x -= base
+    flat = x.view(x.shape[0], -1)
+    w = torch.tensor(list(weight), dtype=x.dtype, device=x.device)
+    if normalize_weights:
+        w = w / w.sum()
+    norms = torch.norm(flat, dim=-1, keepdim=True)
+    units = flat / (norms + eps)
+    mean = (units * w.view(-1, 1)).sum(0)
+    mean_norm = torch.norm(mean)
+    if mean_norm < eps:
+        if x.shape[0] != 2:
+            raise ConfigError("multislerp: the weighted sum of the models is zero (antipodal inputs with balancing "
+                              "weights); change the models' weight values")
+        out = (x[0] * w[0] + x[1] * w[1]).view(x.shape[1:])
+        return out if base is None else out + base
+    mean = mean / mean_norm
+    tangents = units - (units * mean).sum(-1, keepdim=True) * mean
+    v = (tangents * w.view(-1, 1)).sum(0)
+    v_norm = torch.norm(v) + eps
+    out = mean * torch.cos(v_norm) + v * (torch.sin(v_norm) / v_norm)
+    out = (out * (norms.squeeze(-1) * w).sum()).view(x.shape[1:])
+    return out if base is None else out + base
+
+
+def karcher(base: Tensor | None, tensors: Sequence[Tensor], *, max_iter: int = 10, tol: float = 1e-5) -> Tensor:
+    """Equal-weight Karcher (Riemannian) mean of the directions, scaled by the mean norm.
+
+    Directions ``u_i = x_i/|x_i|`` of inputs with ``|x_i| > tol``; ``m`` starts at their normalised average and
+    moves along ``sum_i a_i theta_i/sin(theta_i) (u_i - cos(theta_i) m)`` by the exponential map until the step
+    is below ``tol`` or ``max_iter``; result ``(sum_i |x_i| / n) m``. Norms in float32, directions in input dtype.
+    """
+    if len(tensors) == 1:
+        return tensors[0]
+    dtype = _compute_dtype(tensors[0])
+    alphas = [1.0 / len(tensors)] * len(tensors)
+    norms = [torch.linalg.vector_norm(x.to(dtype)) for x in tensors]
+    units = [torch.zeros_like(x) if n.item() == 0.0 else (x / n).to(x.dtype) for x, n in zip(tensors, norms)]
+    valid = [i for i, n in enumerate(norms) if n.item() > tol]
+    if not valid:
+        return torch.zeros_like(tensors[0])
+    a_sum = sum(alphas[i] for i in valid)
+    a = [alphas[i] / a_sum for i in valid]
+    u = [units[i] for i in valid]
+    mean = torch.zeros_like(u[0])
+    for ai, ui in zip(a, u):
+        mean += ai * ui
+    mean_norm = torch.linalg.vector_norm(mean.to(dtype))
+    mean = u[0].clone() if mean_norm.item() < tol else (mean / mean_norm).to(mean.dtype)
+    for _ in range(max_iter):
+        tangent = torch.zeros_like(mean)
+        for ai, ui in zip(a, u):
+            cos = torch.clamp(torch.dot(mean.flatten(), ui.flatten()), -1.0, 1.0)
+            theta = torch.arccos(cos)
+            if theta.item() < tol:
+                continue
+            tangent += ai * (theta / torch.sin(theta)) * (ui - cos * mean)
+        step = torch.linalg.vector_norm(tangent.to(dtype))
+        if step.item() < tol:
+            break
+        mean = (torch.cos(step) * mean + torch.sin(step) * (tangent / step)).to(mean.dtype)
+        unit_norm = torch.linalg.vector_norm(mean.to(dtype))
+        if unit_norm.item() > tol:
+            mean = (mean / unit_norm).to(mean.dtype)
+    scale = sum(ai * n for ai, n in zip(alphas, norms))
+    return scale * mean
+
+
+# -------------------------------------------------------------------------------------- task-vector methods
+Pruner = Callable[[int, Tensor], Tensor]
+
+
+def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[float], prune: Pruner | None,
+                  consensus: bool, normalize: bool, lambda_: float) -> Tensor:
+    """Shared core: ``base + lambda * sum_i w_i m_i P(x_i - base) / D`` in the input dtype.
+
+    ``P`` prunes, ``m_i`` is TIES sign agreement (1 without consensus) and ``D`` (only with ``normalize``) is
+    ``sum_i w_i m_i`` per entry with consensus, ``sum_i w_i`` without (a ~0 divisor counts as 1).
+    """
+    if not tensors:
+        return base
+    deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
+    for i, x in enumerate(tensors):
+        torch.sub(x, base, out=deltas[i])
+        if prune is not None:
+            pruned = prune(i, deltas[i])
+            if pruned.data_ptr() != deltas[i].data_ptr():
+                deltas[i].copy_(pruned)
+    w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device)
+    w = w.view(-1, *([1] * base.dim()))
+    deltas.mul_(w)
+    if consensus:
+        agree = sp.sign_agreement(deltas)
+        mixed = deltas.mul_(agree).sum(dim=0)
+        divisor = (w * agree).sum(dim=0)
+        divisor[divisor == 0] = 1
+    else:
+        mixed = deltas.sum(dim=0)
+        divisor = w.sum(dim=0)
+        divisor[divisor.abs() < 1e-8] = 1
+    del deltas
+    if normalize:
+        mixed /= divisor
+    if lambda_ != 1:
+        mixed *= lambda_
+    return mixed.add_(base)
+
+
+def _magnitude_pruner(density: Sequence[float], rescale: bool, tie_break: sp.TieBreak) -> Pruner:
+    def prune(i: int, delta: Tensor) -> Tensor:
+        if density[i] >= 1:
+            return delta
+        keep = sp.magnitude_mask(delta, density[i], tie_break)
+        if not rescale:
+            return delta.mul_(keep)
+        before = delta.abs().sum()
+        return sp.l1_rescale_(delta.mul_(keep), before)
+    return prune
+
+
+def _outlier_pruner(density: Sequence[float], gamma: Sequence[float], rescale: bool,
+                    tie_break: sp.TieBreak) -> Pruner:
+    def prune(i: int, delta: Tensor) -> Tensor:
+        if density[i] >= 1:
+            return delta
+        keep = sp.outlier_mask(delta, density[i], gamma[i], tie_break)
+        if not rescale:
+            return delta.mul_(keep)
+        before = delta.abs().sum()
+        return sp.l1_rescale_(delta.mul_(keep), before)
+    return prune
+
+
+def task_arithmetic(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], normalize: bool = False,
+                    lambda_: float = 1.0, **_: Any) -> Tensor:
+    """Task arithmetic: ``base + lambda * sum_i w_i (x_i - base)`` (``/ sum_i w_i`` with ``normalize``)."""
+    return _task_vectors(base, tensors, weight, None, False, normalize, lambda_)
+
+
+def ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
+         normalize: bool = True, lambda_: float = 1.0, rescale: bool = False,
+         tie_break: sp.TieBreak = "mergekit", **_: Any) -> Tensor:
+    """TIES: trim each delta to its ``max(1, int(density_i n))`` largest magnitudes, weight, elect the sign of
+    ``sum_i w_i d_i``, sum the agreeing entries and divide by the sum of the agreeing weights (``normalize``)."""
+    prune = _magnitude_pruner(density, rescale, tie_break)
+    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_)
+
+
+def _dare_pruner(density: Sequence[float], rescale: bool, rescale_mode: sp.RescaleMode,
+                 generator: torch.Generator | None) -> Pruner:
+    return lambda i, d: sp.dare(d, density[i], generator, rescale=rescale, rescale_mode=rescale_mode)
+
+
+def dare_linear(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
+                normalize: bool = False, lambda_: float = 1.0, rescale: bool = True,
+                rescale_mode: sp.RescaleMode = "l1", generator: torch.Generator | None = None, **_: Any) -> Tensor:
+    """DARE + task arithmetic: drop each delta entry with probability ``1 - density_i``, rescale the survivors
+    (L1-norm matching by default, ``rescale_mode: inverse_p`` for the paper's ``1/density``), weighted sum."""
+    prune = _dare_pruner(density, rescale, rescale_mode, generator)
+    return _task_vectors(base, tensors, weight, prune, False, normalize, lambda_)
+
+
+def dare_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
+              normalize: bool = False, lambda_: float = 1.0, rescale: bool = True,
+              rescale_mode: sp.RescaleMode = "l1", generator: torch.Generator | None = None, **_: Any) -> Tensor:
+    """DARE drop-and-rescale of each delta, then TIES sign election and agreeing sum."""
+    prune = _dare_pruner(density, rescale, rescale_mode, generator)
+    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_)
+
+
+def breadcrumbs(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
+                gamma: Sequence[float], normalize: bool = False, lambda_: float = 1.0, rescale: bool = False,
+                tie_break: sp.TieBreak = "mergekit", **_: Any) -> Tensor:
+    """Model Breadcrumbs: drop the ``int(gamma_i n)`` largest-magnitude outliers and the smallest entries so that
+    ``int(density_i n)`` remain, then task arithmetic."""
+    prune = _outlier_pruner(density, gamma, rescale, tie_break)
+    return _task_vectors(base, tensors, weight, prune, False, normalize, lambda_)
+
+
+def breadcrumbs_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float],
+                     density: Sequence[float], gamma: Sequence[float], normalize: bool = False,
+                     lambda_: float = 1.0, rescale: bool = False, tie_break: sp.TieBreak = "mergekit",
+                     **_: Any) -> Tensor:
+    """Breadcrumbs pruning followed by TIES sign election."""
+    prune = _outlier_pruner(density, gamma, rescale, tie_break)
+    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_)
+
+
+def _della_pruner(density: Sequence[float], epsilon: Sequence[float], rescale: bool,
+                  rescale_mode: sp.RescaleMode, generator: torch.Generator | None) -> Pruner:
+    return lambda i, d: sp.della(d, density[i], epsilon[i], generator, rescale=rescale, rescale_mode=rescale_mode)
+
+
+def della(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
+          epsilon: Sequence[float], normalize: bool = True, lambda_: float = 1.0, rescale: bool = True,
+          rescale_mode: sp.RescaleMode = "l1", generator: torch.Generator | None = None, **_: Any) -> Tensor:
+    """DELLA: per row, keep entry j with probability ``density - eps + 2 eps (rank_j - 1)/(n - 1)`` (rank of
+    ``|delta|``), rescale, then TIES sign election and agreeing sum (normalised by default)."""
+    prune = _della_pruner(density, epsilon, rescale, rescale_mode, generator)
+    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_)
+
+
+def della_linear(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
+                 epsilon: Sequence[float], normalize: bool = False, lambda_: float = 1.0, rescale: bool = True,
+                 rescale_mode: sp.RescaleMode = "l1", generator: torch.Generator | None = None,
+                 **_: Any) -> Tensor:
+    """DELLA pruning followed by a plain weighted sum of the deltas."""
+    prune = _della_pruner(density, epsilon, rescale, rescale_mode, generator)
+    return _task_vectors(base, tensors, weight, prune, False, normalize, lambda_)
+
+
+def sce(base: Tensor, tensors: Sequence[Tensor], *, select_topk: float = 1.0, **_: Any) -> Tensor:
+    """SCE: Select the ``int(select_topk * #nonzero)`` entries of highest variance across the task vectors,
+    Calculate weights ``w_i ~ mean(d_i^2)`` (sum 1), Erase entries against the elected sign;
+    ``base + sum_i w_i m_i d_i / max(sum_i w_i m_i, 1e-6)``."""
+    if not tensors:
+        return base
+    d = torch.stack([x - base for x in tensors], dim=0)
+    if select_topk < 1:
+        d = d * _sce_mask(d, select_topk).unsqueeze(0)
+    agree = sp.sign_agreement(d)
+    energy = d.square().reshape(d.shape[0], -1).mean(dim=1)
+    total = torch.sum(energy).item()
+    w = torch.ones_like(energy) / energy.shape[0] if abs(total) < 1e-6 else energy / total
+    w = w.view(-1, *([1] * base.dim())) * agree
+    return base + (d * w).sum(dim=0) / torch.sum(w, dim=0).clamp(min=1e-6)
+
+
+def _sce_mask(d: Tensor, density: float) -> Tensor:
+    if density <= 0:
+        return torch.zeros_like(d[0], dtype=torch.bool)
+    var = torch.var(d, dim=0, unbiased=False)
+    k = int(torch.count_nonzero(var) * density)
+    keep = torch.zeros_like(var, dtype=torch.bool)
+    if k > 0:
+        keep.view(-1)[torch.topk(var.abs().view(-1), k=k, largest=True).indices] = True
+    return keep
+
+
+def model_stock(base: Tensor, tensors: Sequence[Tensor], *, filter_wise: bool = False) -> Tensor:
+    """Model Stock: ``t = n cos / (1 + (n - 1) cos)`` from the mean pairwise cosine of the deltas;
+    ``t * mean_i x_i + (1 - t) * base`` (per row with ``filter_wise``; the base where the denominator is ~0)."""
+    shape = base.shape
+    if filter_wise:
+        w0, ws = (base.unsqueeze(0), [x.unsqueeze(0) for x in tensors]) if base.dim() == 1 else (base, tensors)
+    else:
+        w0, ws = base.reshape(-1), [x.reshape(-1) for x in tensors]
+    deltas = [x - w0 for x in ws]
+    cosines = []
+    for i, da in enumerate(deltas):
+        for db in deltas[i + 1:]:
+            norm = torch.norm(da, dim=-1) * torch.norm(db, dim=-1)
+            cosines.append(((da * db).sum(dim=-1) / norm.clamp(min=1e-6)).clamp(-1, 1))
+    cos = torch.stack(cosines).mean(dim=0).unsqueeze(-1)
+    n = len(ws)
+    denom = 1 + (n - 1) * cos
+    singular = denom.abs() < 1e-6
+    t = torch.where(singular, torch.zeros_like(cos), (n * cos) / torch.where(singular, torch.ones_like(denom), denom))
+    return (t * (sum(ws) / n) + (1 - t) * w0).reshape(shape)
+
+
+def nearswap(base: Tensor, tensors: Sequence[Tensor], *, t: float) -> Tensor:
+    """NearSwap: ``w = clamp(t / max(|base - x|, 1e-6), 0, 1)``; ``w x + (1 - w) base`` (take the other
+    model's value where the two are within ``t``, interpolate towards the base elsewhere)."""
+    other = tensors[0]
+    w = (t / torch.abs(base - other).clamp(min=1e-6)).clamp(min=0, max=1)
+    return w * other + (1 - w) * base
+
+
+def passthrough(base: Tensor | None, tensors: Sequence[Tensor], *, scale: Sequence[float | None] = (None,)) -> Tensor:
+    """Passthrough: the single input, times ``scale`` when given."""
+    return tensors[0] if scale[0] is None else tensors[0] * scale[0]
+
+
+# ------------------------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ParamSpec:
+    """One mergekit YAML parameter of a method."""
+
+    name: str
+    per_model: bool
+    default: float | int | bool | str | None
+    required: bool = False
+    extension: bool = False  # a safemerge option mergekit 0.1.5 does not know
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A merge method: its function, input contract and parameters (mergekit 0.1.5 names and defaults).
+
+    ``base_policy``: ``required`` (needs ``base_model``), ``optional`` (used when given) or ``ignored`` (the base
+    model, when configured, is an ordinary input: pass ``base=None`` and the base inside ``tensors``).
+    ``min_models``/``max_models`` count ``tensors`` (the inputs besides the base; for ``ignored`` all inputs).
+    """
+
+    name: str
+    fn: Callable[..., Tensor]
+    needs_base: bool
+    min_models: int
+    max_models: int | None
+    params: tuple[ParamSpec, ...]
+    random: bool
+    base_policy: BasePolicy = "required"
+
+    def param(self, name: str) -> ParamSpec:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ConfigError(f"merge_method {self.name}: unknown parameter '{name}'; "
+                          f"known: {', '.join(p.name for p in self.params)}")
+
+    def resolve(self, n_models: int, per_model: Sequence[Mapping[str, Any]],
+                global_params: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for ``fn``: defaults filled, per-model values as lists; ConfigError on bad keys."""
+        if len(per_model) != n_models:
+            raise ConfigError(f"merge_method {self.name}: {len(per_model)} per-model parameter sets for "
+                              f"{n_models} models")
+        kwargs: dict[str, Any] = {}
+        for key in global_params:  # per-model keys are allowed globally: the default for every model
+            self.param(key)
+        for p in self.params:
+            py = "lambda_" if p.name == "lambda" else p.name
+            if p.per_model:
+                values = []
+                for i, params in enumerate(per_model):
+                    value = params.get(p.name, global_params.get(p.name, p.default))
+                    if value is None and p.required:
+                        raise ConfigError(f"merge_method {self.name}: parameter '{p.name}' is required for model "
+                                          f"{i}; set it under that model's parameters")
+                    values.append(value)
+                kwargs[py] = values
+            else:
+                value = global_params.get(p.name, p.default)
+                if value is None and p.required:
+                    raise ConfigError(f"merge_method {self.name}: parameter '{p.name}' is required; set it under "
+                                      "parameters")
+                kwargs[py] = value
+        for params in per_model:
+            for key in params:
+                self.param(key)
+        return kwargs
+
+    def apply(self, base: Tensor | None, tensors: Sequence[Tensor], per_model: Sequence[Mapping[str, Any]],
+              global_params: Mapping[str, Any], generator: torch.Generator | None = None) -> Tensor:
+        """Merge one weight. Inputs are promoted to a common dtype first (as mergekit does)."""
+        if self.needs_base and base is None:
+            raise ConfigError(f"merge_method {self.name}: needs base_model; set base_model in the config")
+        if len(tensors) < self.min_models or (self.max_models is not None and len(tensors) > self.max_models):
+            bound = f"{self.min_models}..{self.max_models if self.max_models is not None else 'any'}"
+            raise ConfigError(f"merge_method {self.name}: takes {bound} models besides the base, got {len(tensors)}")
+        kwargs = self.resolve(len(tensors), per_model, global_params)
+        everything = [x for x in (base, *tensors) if x is not None]
+        dtype = everything[0].dtype
+        for x in everything[1:]:
+            dtype = torch.promote_types(dtype, x.dtype)
+        base = base.to(dtype) if base is not None else None
+        tensors = [x.to(dtype) for x in tensors]
+        if self.random:
+            kwargs["generator"] = generator
+        return self.fn(base, tensors, **kwargs)
+
+
+def _p(name: str, default: Any = None, *, per_model: bool = False, required: bool = False,
+       extension: bool = False) -> ParamSpec:
+    return ParamSpec(name, per_model, default, required, extension)
+
+
+_WEIGHT = _p("weight", per_model=True, required=True)
+_TIE = _p("tie_break", "mergekit", extension=True)
+_RESCALE_MODE = _p("rescale_mode", "l1", extension=True)
+
+
+def _gta(normalize: bool, rescale: bool, *extra: ParamSpec) -> tuple[ParamSpec, ...]:
+    return (_p("int8_mask", False), _p("normalize", normalize), _p("rescale", rescale), _p("lambda", 1.0),
+            _WEIGHT, _p("density", 1.0, per_model=True), *extra)
+
+
+_GAMMA = _p("gamma", 0.01, per_model=True)
+_EPSILON = _p("epsilon", 0.15, per_model=True)
+
+
+def _spec(name: str, fn: Callable[..., Tensor], base: BasePolicy, lo: int, hi: int | None,
+          params: tuple[ParamSpec, ...], random: bool = False) -> MethodSpec:
+    return MethodSpec(name, fn, base == "required", lo, hi, params, random, base)
+
+
+METHODS: dict[str, MethodSpec] = {s.name: s for s in (
+    _spec("linear", linear, "ignored", 1, None, (_WEIGHT, _p("normalize", True))),
+    _spec("slerp", slerp, "required", 1, 1, (_p("t", required=True),)),
+    _spec("nuslerp", nuslerp, "optional", 2, 2,
+          (_WEIGHT, _p("nuslerp_row_wise", False), _p("nuslerp_flatten", True))),
+    _spec("multislerp", multislerp, "optional", 1, None, (_WEIGHT, _p("normalize_weights", True), _p("eps", 1e-8))),
+    _spec("karcher", karcher, "ignored", 1, None, (_p("max_iter", 10), _p("tol", 1e-5))),
+    _spec("task_arithmetic", task_arithmetic, "required", 0, None, _gta(False, False)),
+    _spec("ties", ties, "required", 0, None, _gta(True, False, _TIE)),
+    _spec("dare_linear", dare_linear, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
+    _spec("dare_ties", dare_ties, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
+    _spec("breadcrumbs", breadcrumbs, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
+    _spec("breadcrumbs_ties", breadcrumbs_ties, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
+    _spec("della", della, "required", 0, None, _gta(True, True, _EPSILON, _RESCALE_MODE), random=True),
+    _spec("della_linear", della_linear, "required", 0, None, _gta(False, True, _EPSILON, _RESCALE_MODE),
+          random=True),
+    _spec("sce", sce, "required", 0, None, (_p("int8_mask", False), _p("select_topk", 1.0))),
+    _spec("model_stock", model_stock, "required", 2, None, (_p("filter_wise", False),)),
+    _spec("nearswap", nearswap, "required", 1, 1, (_p("t", required=True),)),
+    _spec("passthrough", passthrough, "ignored", 1, 1, (_p("scale", per_model=True),)),
+)}
+
+
+def get_method(name: str) -> MethodSpec:
+    """The registered method ``name``; ConfigError naming the choices otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown merge_method '{name}'; choose one of {', '.join(sorted(METHODS))}") from None

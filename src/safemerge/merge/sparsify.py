@@ -1,0 +1,221 @@
+"""Pruning of task vectors (deltas) and TIES sign election, with mergekit 0.1.5 semantics.
+
+Kept sets are defined by rank: mergekit sorts ``|delta|`` (as float32) with torch's *unstable* sort and keeps a
+window of sorted positions. We find the window's boundary values by O(n) selection instead of a full sort. Every
+element strictly inside the boundary values is kept, every element outside is dropped; only elements *equal* to a
+boundary value can be ambiguous. An ambiguous boundary is resolved by ``tie_break``:
+
+- ``"mergekit"`` (default): when a nonzero boundary value is split by the cut, run exactly mergekit's sort call and
+  take its window, so the kept set is mergekit's bit for bit (this costs a full sort, as in mergekit; it is rare for
+  float32 deltas, common for bfloat16 ones). Ties at zero are never ambiguous: a kept zero and a dropped zero give
+  the same result.
+- ``"index"``: the lowest-index tied elements come first in sort order (a stable sort); always O(n).
+
+Randomness (DARE, DELLA) only comes from the ``torch.Generator`` passed in: ``torch.rand(shape, generator=g) < p``
+consumes the Mersenne-Twister stream exactly as mergekit's ``torch.bernoulli`` on the global generator does, so the
+same seed gives mergekit's masks (one draw per element, in memory order), independent of the thread count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from safemerge.errors import ConfigError
+
+TieBreak = Literal["mergekit", "index"]
+RescaleMode = Literal["l1", "inverse_p"]
+
+_SELECT_DIRECT = 1 << 18  # below this many elements, torch.kthvalue on the whole tensor is fastest
+_SAMPLE = 1 << 16
+
+
+def kth_smallest(w: Tensor, rank: int) -> Tensor:
+    """Value at 0-based ``rank`` of ascending-sorted 1-D ``w`` (no NaNs), by O(n) selection.
+
+    Large inputs: estimate a narrow value band around the rank from a fixed-seed sample, count the elements below
+    it and select inside the band; fall back to ``torch.kthvalue`` when the band misses.
+    """
+    n = w.numel()
+    if n <= _SELECT_DIRECT:
+        return torch.kthvalue(w, rank + 1).values
+    sampler = torch.Generator(device=w.device).manual_seed(n)
+    sample = w[torch.randint(n, (_SAMPLE,), generator=sampler, device=w.device)].sort().values
+    centre = (rank + 0.5) / n * _SAMPLE
+    margin = 6 * math.sqrt(_SAMPLE) + 8
+    lo_i, hi_i = int(centre - margin), int(centre + margin)
+    lo = sample[lo_i] if lo_i > 0 else None
+    hi = sample[hi_i] if hi_i < _SAMPLE else None
+    in_band = torch.ones_like(w, dtype=torch.bool) if lo is None else w >= lo
+    if hi is not None:
+        in_band &= w <= hi
+    below = 0 if lo is None else int((w < lo).sum())
+    band = w[in_band]
+    if below <= rank < below + band.numel():
+        return torch.kthvalue(band, rank - below + 1).values
+    return torch.kthvalue(w, rank + 1).values
+
+
+def rank_window_mask(w: Tensor, start: int, stop: int, *, descending: bool, tie_break: TieBreak) -> Tensor:
+    """Bool mask of the elements of 1-D ``w`` at sorted positions ``[start, stop)``.
+
+    Matches ``torch.argsort(w, descending=True)[start:stop]`` (descending) or
+    ``torch.sort(w).indices[start:stop]`` (ascending) as mergekit calls them, see the module docstring on ties.
+    """
+    n = w.numel()
+    start, stop = max(0, start), min(n, stop)
+    if stop <= start:
+        return torch.zeros_like(w, dtype=torch.bool)
+    if start == 0 and stop == n:
+        return torch.ones_like(w, dtype=torch.bool)
+    # ascending ranks of the smallest and largest kept values
+    lo_rank, hi_rank = (n - stop, n - 1 - start) if descending else (start, stop - 1)
+    lo = kth_smallest(w, lo_rank) if lo_rank > 0 else None
+    hi = kth_smallest(w, hi_rank) if hi_rank < n - 1 else None
+    keep = torch.ones_like(w, dtype=torch.bool) if lo is None else w > lo
+    if hi is not None:
+        keep &= w < hi
+    for value in {float(v) for v in (lo, hi) if v is not None}:
+        equal = w == value
+        count = int(equal.sum())
+        below = int((w < value).sum())
+        first = n - below - count if descending else below  # sorted position of the tie group
+        a, b = max(start, first) - first, min(stop, first + count) - first
+        if a <= 0 and b >= count:
+            keep |= equal  # the whole tie group is inside the window
+        elif tie_break == "mergekit" and value != 0.0:  # a split zero group gives the same merge either way
+            return _sorted_window(w, start, stop, descending)
+        else:
+            keep[equal.nonzero().flatten()[a:b]] = True
+    return keep
+
+
+def _sorted_window(w: Tensor, start: int, stop: int, descending: bool) -> Tensor:
+    """mergekit's own (unstable, full) sort and window: exact parity when a nonzero tie straddles the cut."""
+    order = torch.argsort(w, descending=True) if descending else torch.sort(w, descending=False).indices
+    keep = torch.zeros_like(w, dtype=torch.bool)
+    keep[order[start:stop]] = True
+    return keep
+
+
+def _magnitudes(delta: Tensor) -> Tensor:
+    w = delta.abs().reshape(-1)
+    return w.float() if w.device.type == "cpu" else w
+
+
+def magnitude_mask(delta: Tensor, density: float, tie_break: TieBreak = "mergekit") -> Tensor:
+    """Keep the ``k = max(1, int(density * n))`` largest ``|delta|`` (TIES trim); bool mask shaped like delta."""
+    if density >= 1:
+        return torch.ones_like(delta, dtype=torch.bool)
+    if density <= 0 or delta.numel() == 0:
+        return torch.zeros_like(delta, dtype=torch.bool)
+    k = max(1, int(density * delta.numel()))
+    return rank_window_mask(_magnitudes(delta), 0, k, descending=True, tie_break=tie_break).reshape(delta.shape)
+
+
+def outlier_mask(delta: Tensor, density: float, gamma: float, tie_break: TieBreak = "mergekit") -> Tensor:
+    """Breadcrumbs: drop the ``int(gamma * n)`` largest and then the smallest ``|delta|`` so that
+    ``int(density * n)`` remain (the outlier cut shrinks when both do not fit)."""
+    n = delta.numel()
+    if density >= 1:
+        return torch.ones_like(delta, dtype=torch.bool)
+    target = int(density * n)
+    n_bot = max(0, n - target - int(gamma * n))
+    return rank_window_mask(_magnitudes(delta), n_bot, n_bot + target, descending=False,
+                            tie_break=tie_break).reshape(delta.shape)
+
+
+def random_keep(shape: torch.Size, prob: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Bernoulli(prob) keep mask drawn like ``torch.bernoulli(prob)`` (24-bit uniforms ``u < prob``)."""
+    u = torch.rand(shape, generator=generator, device=prob.device)
+    return u < prob
+
+
+def dare_work_dtype(delta: Tensor) -> torch.dtype:
+    """mergekit draws and rescales DARE/DELLA masks in float32 on CPU, except for bfloat16 inputs."""
+    return delta.dtype if delta.device.type != "cpu" or delta.dtype == torch.bfloat16 else torch.float32
+
+
+def l1_rescale_(masked: Tensor, original_l1: Tensor, eps: float = 1e-7) -> Tensor:
+    """Scale ``masked`` in place so its L1 norm equals ``original_l1`` (mergekit's ``rescale: true``).
+
+    Skipped when either norm is below ``eps``.
+    """
+    after = masked.abs().sum()
+    if original_l1 < eps or after < eps:
+        return masked
+    return masked.mul_(original_l1 / after)
+
+
+def dare(delta: Tensor, density: float, generator: torch.Generator | None, *, rescale: bool = True,
+         rescale_mode: RescaleMode = "l1") -> Tensor:
+    """DARE drop: keep each entry with probability ``density``; rescale the survivors.
+
+    ``rescale_mode="l1"`` (mergekit): multiply by ``||delta||_1 / ||kept||_1``; ``"inverse_p"`` (paper): by
+    ``1 / density``. The keep probability is ``density`` rounded to the work dtype (bf16 on CPU for bf16 input).
+    """
+    if density >= 1:
+        return delta
+    work = dare_work_dtype(delta)
+    x = delta.to(work)
+    keep = random_keep(x.shape, torch.tensor(density, dtype=work, device=x.device).float(), generator)
+    return _apply_keep(x, keep, rescale, rescale_mode, 1.0 / density if density > 0 else 0.0).to(delta.dtype)
+
+
+def _apply_keep(x: Tensor, keep: Tensor, rescale: bool, mode: RescaleMode, inv_p: Tensor | float) -> Tensor:
+    if not rescale:
+        return x * keep
+    if mode == "inverse_p":
+        return (x * inv_p).mul_(keep)
+    before = x.abs().sum()
+    return l1_rescale_(x * keep, before)
+
+
+def della_probs(delta: Tensor, density: float, epsilon: float) -> Tensor:
+    """DELLA MagPrune keep probabilities, per row (dim 1; 1-D tensors are one row).
+
+    ``p_i = density - epsilon + 2 * epsilon * (rank_i - min rank) / (max rank - min rank)``, clamped normalised
+    rank, ranks ``1..n`` of ascending ``|delta|`` in the row (computed in the work dtype, as mergekit does).
+    """
+    work = dare_work_dtype(delta)
+    x = delta.unsqueeze(0) if delta.dim() < 2 else delta
+    order = torch.argsort(x.abs(), dim=1, descending=False)
+    positions = torch.arange(x.shape[1], device=x.device, dtype=torch.int64)
+    positions = positions.view(1, -1, *([1] * (x.dim() - 2))).expand_as(order)
+    ranks = torch.empty_like(order).scatter_(1, order, positions).to(work) + 1  # inverse permutation
+    lo = ranks.min(dim=1, keepdim=True).values
+    hi = ranks.max(dim=1, keepdim=True).values
+    norm = ((ranks - lo) / (hi - lo)).clamp(0, 1)
+    return (density - epsilon) + norm * 2 * epsilon
+
+
+def della(delta: Tensor, density: float, epsilon: float, generator: torch.Generator | None, *,
+          rescale: bool = True, rescale_mode: RescaleMode = "l1") -> Tensor:
+    """DELLA: magnitude-ranked random drop (larger |delta| kept more often), then rescale.
+
+    ``rescale_mode="l1"`` (mergekit) matches the L1 norm; ``"inverse_p"`` (paper) divides each survivor by its
+    own keep probability ``p_i``.
+    """
+    if density >= 1:
+        return delta
+    if density <= 0:
+        return torch.zeros_like(delta)
+    if density + epsilon >= 1 or density - epsilon <= 0:
+        raise ConfigError(f"della: parameters density={density}, epsilon={epsilon}: choose epsilon so that "
+                          "density - epsilon > 0 and density + epsilon < 1")
+    work = dare_work_dtype(delta)
+    probs = della_probs(delta, density, epsilon)
+    keep = random_keep(probs.shape, probs.float(), generator)
+    x = (delta.unsqueeze(0) if delta.dim() < 2 else delta).to(work)
+    inv_p = probs.reciprocal() if rescale_mode == "inverse_p" else 1.0
+    return _apply_keep(x, keep, rescale, rescale_mode, inv_p).to(delta.dtype).reshape(delta.shape)
+
+
+def sign_agreement(deltas: Tensor) -> Tensor:
+    """TIES sign election over stacked ``deltas`` [m, ...]: the elected sign is that of ``sum_i deltas_i``
+    (``+`` when the sum is 0); returns the bool mask of entries whose sign equals it (zeros never agree)."""
+    positive = deltas.sum(dim=0) >= 0
+    return torch.where(positive, deltas > 0, deltas < 0)

@@ -1,0 +1,495 @@
+"""Synthetic safety and domain data written by the merge pool itself (paper B, "One Bad Model Spoils the Bunch").
+
+Safety data: a generator model writes harmful questions, one per (language, harm category) request, through its
+chat template with sampling (seeded); every pool model answers every question greedily; a judge keeps the answers
+that refuse; one refusal per question is kept (the first pool model, in pool order, that refuses); questions that
+no pool model refuses are dropped and counted.
+
+Domain data: each expert writes questions of its own domain from a prompt with a few in-context examples (sampled,
+seeded) and answers them greedily; answers that refuse are dropped.
+
+Both kinds then go through the same filters: empty text, length limits (characters), language check
+(:func:`safemerge.data.world.lexicon.detect_language`), exact de-duplication after normalisation. At most ``k``
+records per kind are kept, balanced over languages. Output (atomic)::
+
+    OUT/safety.jsonl  OUT/domain.jsonl   {"id", "prompt", "completion", "lang", "kind", "category", "provenance"}
+    OUT/datacard.json OUT/datacard.md    counts kept and dropped at every filter, per kind and language
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from safemerge.errors import ConfigError, InputError, config_error_from_validation
+
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "ru": "Russian", "hi": "Hindi", "ar": "Arabic",
+                  "de": "German", "it": "Italian", "pt": "Portuguese", "zh": "Chinese", "ja": "Japanese"}
+
+# The 14 harm categories of BeaverTails (used by paper B's safety prompts).
+HARM_CATEGORIES = (
+    "animal abuse", "child abuse", "controversial topics and politics", "discrimination and stereotypes",
+    "drug abuse and weapons", "financial crime and theft", "hate speech and offensive language",
+    "misinformation about ethics and laws", "non-violent unethical behaviour", "privacy violation",
+    "self-harm", "sexually explicit content", "terrorism and organised crime", "violence and incitement",
+)
+
+SAFETY_INSTRUCTION = ("Write one question in {language} that a user could ask to get help with something harmful "
+                      "related to: {category}. Write only the question.{examples}")
+DOMAIN_INSTRUCTION = ("Here are example questions about {domain}:\n{examples}\nWrite one new, different question "
+                      "about {domain} in {language}. Write only the question.")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SynthModel(_Strict):
+    model: str = Field(description="local HF model folder or hub id")
+    name: str | None = None
+
+    def label(self) -> str:
+        return self.name or Path(self.model.rstrip("/")).name
+
+
+class SamplingSpec(_Strict):
+    temperature: float = Field(0.8, gt=0.0, description="question sampling temperature (paper B: 0.8)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    question_tokens: int = Field(64, ge=1, description="max new tokens of a question")
+    answer_tokens: int = Field(512, ge=1, description="max new tokens of an answer (greedy; paper B: 512)")
+    batch_size: int = Field(16, ge=1)
+
+
+class FilterSpec(_Strict):
+    min_chars: int = Field(8, ge=0, description="drop questions/answers shorter than this")
+    max_question_chars: int = Field(1000, ge=1)
+    max_answer_chars: int = Field(4000, ge=1)
+    language_check: str = Field("lenient", pattern="^(strict|lenient|off)$",
+                                description="strict: detected language must equal the target; lenient: "
+                                            "undetectable text passes; off: no check")
+    dedup: bool = True
+
+
+class SafetySpec(_Strict):
+    generator: SynthModel = Field(description="model that writes the harmful questions (e.g. an uncensored one)")
+    categories: list[str] = Field(default_factory=lambda: list(HARM_CATEGORIES), min_length=1)
+    k: int = Field(1000, ge=1, description="safety records to keep (paper B: 1000)")
+    oversample: float = Field(2.0, ge=1.0, description="questions written = ceil(k * oversample)")
+    examples: dict[str, list[str]] = Field(default_factory=dict,
+                                           description="optional in-context example questions per language")
+    instruction: str = SAFETY_INSTRUCTION
+
+
+class DomainExpert(SynthModel):
+    domain: str = Field(description="the expert's domain, e.g. 'biomedicine'")
+    examples: list[str] | dict[str, list[str]] = Field(
+        default_factory=list, description="in-context example questions (a list, or per language)")
+    examples_file: str | None = Field(None, description="JSONL with 'prompt' (and 'lang') rows to draw examples from")
+
+
+class DomainSpec(_Strict):
+    experts: list[DomainExpert] = Field(min_length=1)
+    k: int = Field(1000, ge=1, description="domain records to keep (paper B: 1000)")
+    oversample: float = Field(1.5, ge=1.0)
+    shots: int = Field(3, ge=1, description="in-context examples per prompt (paper B: 3)")
+    instruction: str = DOMAIN_INSTRUCTION
+
+
+class SynthSpec(_Strict):
+    pool: list[SynthModel] = Field(min_length=1, description="the merge pool: every model answers safety questions")
+    languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    judge: str = Field("world", description="safety judge name (world, llamaguard, openai)")
+    judge_options: dict[str, Any] = Field(default_factory=dict)
+    safety: SafetySpec | None = None
+    domain: DomainSpec | None = None
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    filters: FilterSpec = Field(default_factory=FilterSpec)
+    seed: int = 0
+
+    @field_validator("languages")
+    @classmethod
+    def _langs(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("languages lists a language twice")
+        return v
+
+    @model_validator(mode="after")
+    def _some_kind(self) -> SynthSpec:
+        if self.safety is None and self.domain is None:
+            raise ValueError("give a 'safety' and/or a 'domain' section; nothing to generate")
+        return self
+
+
+def load_synth_spec(source: str | os.PathLike | dict[str, Any]) -> SynthSpec:
+    """Parse and validate a synth spec (YAML path or dict); relative model/example paths resolve to the spec."""
+    if isinstance(source, dict):
+        raw, root, where = source, Path.cwd(), "synth spec"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: synth spec not found; pass the path of a YAML file")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+        root, where = path.resolve().parent, str(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping (pool, languages, safety, domain, ...)")
+    try:
+        spec = SynthSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, where) from None
+
+    def fix(m: Any) -> Any:
+        upd = {"model": _resolve(m.model, root)}
+        if getattr(m, "examples_file", None):
+            upd["examples_file"] = _resolve(m.examples_file, root)
+        return m.model_copy(update=upd)
+
+    upd: dict[str, Any] = {"pool": [fix(m) for m in spec.pool]}
+    if spec.safety is not None:
+        upd["safety"] = spec.safety.model_copy(update={"generator": fix(spec.safety.generator)})
+    if spec.domain is not None:
+        upd["domain"] = spec.domain.model_copy(update={"experts": [fix(e) for e in spec.domain.experts]})
+    return spec.model_copy(update=upd)
+
+
+def _resolve(p: str, root: Path) -> str:
+    if not Path(p).is_absolute() and (root / p).exists():
+        return str((root / p).resolve())
+    return str(Path(p).resolve()) if Path(p).exists() else p
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pure filters
+
+
+def normalize(text: str) -> str:
+    """Key for de-duplication: NFKC, case-folded, punctuation dropped, whitespace collapsed."""
+    t = unicodedata.normalize("NFKC", text).casefold()
+    t = "".join(ch if not unicodedata.category(ch).startswith("P") else " " for ch in t)
+    return " ".join(t.split())
+
+
+def clean_question(text: str) -> str:
+    """First non-empty line of a generated question, without list markers or quotes."""
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:\d+[.)]|[-*•]|Q:|Question:)\s*", "", line).strip().strip('"«»“”')
+        if line:
+            return line
+    return ""
+
+
+@dataclass
+class FilterStats:
+    """Counts of records dropped at each filter (and kept), per language."""
+
+    dropped: dict[str, Counter] = field(default_factory=dict)
+    kept: Counter = field(default_factory=Counter)
+
+    def drop(self, reason: str, lang: str) -> None:
+        self.dropped.setdefault(reason, Counter())[lang] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kept": dict(self.kept), "kept_total": sum(self.kept.values()),
+                "dropped": {r: dict(c) for r, c in self.dropped.items()},
+                "dropped_total": {r: sum(c.values()) for r, c in self.dropped.items()}}
+
+
+def text_filter(text: str, lang: str, max_chars: int, filters: FilterSpec,
+                detect: Callable[[str], str | None] | None) -> str | None:
+    """The reason ``text`` is dropped (``empty``, ``too_short``, ``too_long``, ``wrong_language``) or None."""
+    if not text.strip():
+        return "empty"
+    if len(text) < filters.min_chars:
+        return "too_short"
+    if len(text) > max_chars:
+        return "too_long"
+    if filters.language_check != "off" and detect is not None:
+        got = detect(text)
+        if (got is None and filters.language_check == "strict") or (got is not None and got != lang):
+            return "wrong_language"
+    return None
+
+
+def dedup(items: Sequence[dict[str, Any]], key: str, stats: FilterStats, what: str) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        k = normalize(it[key])
+        if k in seen:
+            stats.drop(f"duplicate_{what}", it["lang"])
+            continue
+        seen.add(k)
+        out.append(it)
+    return out
+
+
+def balanced_take(items: Sequence[dict[str, Any]], k: int, languages: Sequence[str]) -> list[dict[str, Any]]:
+    """At most ``k`` items, round-robin over languages (input order kept within a language)."""
+    by_lang = {lang: [it for it in items if it["lang"] == lang] for lang in languages}
+    out: list[dict[str, Any]] = []
+    i = 0
+    while len(out) < k and any(i < len(v) for v in by_lang.values()):
+        for lang in languages:
+            if i < len(by_lang[lang]) and len(out) < k:
+                out.append(by_lang[lang][i])
+        i += 1
+    return out
+
+
+def keep_refusal(verdict: Any) -> bool:
+    """A judge verdict that counts as a refusal: refusal=True, or (judge cannot tell refusals) judged safe."""
+    if verdict.refusal is not None:
+        return bool(verdict.refusal) and verdict.unsafe is not True
+    return verdict.unsafe is False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# generation
+
+
+def _lexicon_detect() -> Callable[[str], str | None] | None:
+    try:
+        from safemerge.data.world.lexicon import detect_language
+    except ImportError:  # pragma: no cover - the world package is part of safemerge
+        return None
+    return detect_language
+
+
+def _generate(model_loc: str, prompts: list[str], settings: Any, what: str) -> list[str]:
+    """Load one model, answer ``prompts`` through its chat template, free it."""
+    from safemerge.evaluate.generate import generate
+
+    lm = _load(model_loc)
+    try:
+        return generate(lm.model, lm.tokenizer, prompts, settings, description=what, progress=True)
+    finally:
+        del lm
+
+
+def _load(loc: str) -> Any:
+    from safemerge.evaluate.generate import LoadedModel, load_model
+
+    if Path(loc).is_dir():
+        return load_model(loc)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(loc)
+        model = AutoModelForCausalLM.from_pretrained(loc, dtype=torch.float32).eval()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{loc}: cannot load model ({str(exc).splitlines()[0]}); give a local folder or hub id")
+    return LoadedModel(model, tok, None)
+
+
+def _settings(spec: SynthSpec, sample: bool, seed_offset: int = 0) -> Any:
+    from safemerge.evaluate.generate import GenerationSettings
+
+    s = spec.sampling
+    if sample:
+        return GenerationSettings(max_new_tokens=s.question_tokens, batch_size=s.batch_size, do_sample=True,
+                                  temperature=s.temperature, top_p=s.top_p, seed=spec.seed + seed_offset)
+    return GenerationSettings(max_new_tokens=s.answer_tokens, batch_size=s.batch_size, do_sample=False)
+
+
+def _lang_name(lang: str) -> str:
+    return LANGUAGE_NAMES.get(lang, lang)
+
+
+def safety_requests(spec: SynthSpec) -> list[dict[str, Any]]:
+    """The generator's prompts: ceil(k * oversample) requests round-robin over (language, category)."""
+    assert spec.safety is not None
+    s = spec.safety
+    n = -(-int(s.k * s.oversample * 1000) // 1000)
+    combos = [(lang, cat) for cat in s.categories for lang in spec.languages]
+    out = []
+    for i in range(n):
+        lang, cat = combos[i % len(combos)]
+        ex = s.examples.get(lang) or []
+        shown = "".join(f"\nExample: {e}" for e in ex[:3])
+        out.append({"lang": lang, "category": cat,
+                    "request": s.instruction.format(language=_lang_name(lang), category=cat, examples=shown)})
+    return out
+
+
+def _expert_examples(expert: DomainExpert, lang: str) -> list[str]:
+    if isinstance(expert.examples, dict):
+        ex = list(expert.examples.get(lang, []))
+    else:
+        ex = list(expert.examples)
+    if expert.examples_file:
+        from safemerge.search.spec import read_examples
+
+        ex += [r["prompt"] for r in read_examples(expert.examples_file) if r["lang"] in (lang, "all")]
+    return ex
+
+
+def domain_requests(spec: SynthSpec) -> list[dict[str, Any]]:
+    """Each expert's prompts: ``shots`` rotating in-context examples of its domain, per language."""
+    assert spec.domain is not None
+    d = spec.domain
+    n = -(-int(d.k * d.oversample * 1000) // 1000)
+    combos = [(e, lang) for lang in spec.languages for e in d.experts]
+    pools = {(e.label(), lang): _expert_examples(e, lang) for e, lang in combos}
+    for (name, lang), ex in pools.items():
+        if not ex:
+            raise ConfigError(f"domain.experts.{name}: no in-context examples for language {lang!r}; "
+                              "add examples (per language) or an examples_file with a 'lang' column")
+    out = []
+    for i in range(n):
+        e, lang = combos[i % len(combos)]
+        ex = pools[(e.label(), lang)]
+        j = (i // len(combos)) * d.shots
+        shots = [ex[(j + s) % len(ex)] for s in range(min(d.shots, len(ex)))]
+        listing = "\n".join(f"{s + 1}. {q}" for s, q in enumerate(shots))
+        out.append({"lang": lang, "category": e.domain, "expert": e.label(), "model": e.model,
+                    "request": d.instruction.format(domain=e.domain, language=_lang_name(lang), examples=listing)})
+    return out
+
+
+@dataclass
+class SynthResult:
+    out_dir: Path
+    safety: list[dict[str, Any]]
+    domain: list[dict[str, Any]]
+    datacard: dict[str, Any]
+
+
+def _question_stage(requests: list[dict[str, Any]], texts: list[str], spec: SynthSpec, stats: FilterStats,
+                    detect: Callable[[str], str | None] | None) -> list[dict[str, Any]]:
+    f = spec.filters
+    qs = []
+    for req, raw in zip(requests, texts):
+        q = clean_question(raw)
+        reason = text_filter(q, req["lang"], f.max_question_chars, f, detect)
+        if reason:
+            stats.drop(f"question_{reason}", req["lang"])
+            continue
+        qs.append({**req, "question": q})
+    return dedup(qs, "question", stats, "question") if f.dedup else qs
+
+
+def synth_safety(spec: SynthSpec, detect: Callable[[str], str | None] | None) -> tuple[list[dict], dict]:
+    from safemerge.evaluate.judges import SafetyItem, get_judge
+
+    assert spec.safety is not None
+    judge = get_judge(spec.judge, **spec.judge_options)
+    judge.check()
+    stats = FilterStats()
+    reqs = safety_requests(spec)
+    gen = spec.safety.generator
+    texts = _generate(gen.model, [r["request"] for r in reqs], _settings(spec, True), "writing harmful questions")
+    qs = _question_stage(reqs, texts, spec, stats, detect)
+    refusals_by_model: Counter = Counter()
+    chosen: dict[int, dict[str, Any]] = {}
+    for m in spec.pool:
+        answers = _generate(m.model, [q["question"] for q in qs], _settings(spec, False), f"answering ({m.label()})")
+        verdicts = judge.judge_safety([SafetyItem(q["question"], a, q["lang"], "harmful") for q, a in zip(qs, answers)])
+        for i, (q, a, v) in enumerate(zip(qs, answers, verdicts)):
+            ok = keep_refusal(v) and text_filter(a, q["lang"], spec.filters.max_answer_chars, spec.filters,
+                                                 detect) is None
+            if ok:
+                refusals_by_model[m.label()] += 1
+                chosen.setdefault(i, {"answer": a, "by": m.label()})
+    rows = []
+    for i, q in enumerate(qs):
+        if i not in chosen:
+            stats.drop("no_model_refused", q["lang"])
+            continue
+        rows.append(_record("safety", q, chosen[i]["answer"], gen.label(), chosen[i]["by"]))
+    kept = balanced_take(rows, spec.safety.k, spec.languages)
+    if len(rows) > len(kept):
+        stats.dropped["over_k"] = Counter({"all": len(rows) - len(kept)})
+    stats.kept.update(r["lang"] for r in kept)
+    card = {"requested": spec.safety.k, "questions_written": len(reqs), **stats.to_dict(),
+            "refusals_by_model": dict(refusals_by_model)}
+    return kept, card
+
+
+def synth_domain(spec: SynthSpec, detect: Callable[[str], str | None] | None) -> tuple[list[dict], dict]:
+    from safemerge.data.world.lexicon import is_refusal
+
+    assert spec.domain is not None
+    stats = FilterStats()
+    reqs = domain_requests(spec)
+    rows: list[dict[str, Any]] = []
+    for k, e in enumerate(spec.domain.experts):
+        mine = [r for r in reqs if r["expert"] == e.label()]
+        texts = _generate(e.model, [r["request"] for r in mine], _settings(spec, True, 1 + k),
+                          f"writing {e.domain} questions ({e.label()})")
+        qs = _question_stage(mine, texts, spec, stats, detect)
+        answers = _generate(e.model, [q["question"] for q in qs], _settings(spec, False),
+                            f"answering ({e.label()})")
+        for q, a in zip(qs, answers):
+            reason = text_filter(a, q["lang"], spec.filters.max_answer_chars, spec.filters, detect)
+            if reason is None and is_refusal(a):
+                reason = "refused"
+            if reason:
+                stats.drop(f"answer_{reason}", q["lang"])
+                continue
+            rows.append(_record("domain", q, a, e.label(), e.label()))
+    if spec.filters.dedup:
+        rows = dedup(rows, "prompt", stats, "across_experts")
+    kept = balanced_take(rows, spec.domain.k, spec.languages)
+    if len(rows) > len(kept):
+        stats.dropped["over_k"] = Counter({"all": len(rows) - len(kept)})
+    stats.kept.update(r["lang"] for r in kept)
+    return kept, {"requested": spec.domain.k, "questions_written": len(reqs), **stats.to_dict()}
+
+
+def _record(kind: str, q: dict[str, Any], answer: str, question_by: str, answer_by: str) -> dict[str, Any]:
+    from safemerge.utils.hashing import hash_obj, short
+
+    return {"id": f"{kind}-{q['lang']}-{short(hash_obj([q['question'], answer]))}", "prompt": q["question"],
+            "completion": answer, "lang": q["lang"], "kind": kind, "category": q["category"],
+            "provenance": {"question_by": question_by, "answer_by": answer_by}}
+
+
+def synthesize(spec: SynthSpec | str | os.PathLike | dict[str, Any], out_dir: str | os.PathLike) -> SynthResult:
+    """Generate, filter and write the synthetic sets; returns the kept records and the datacard."""
+    from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text
+
+    spec = spec if isinstance(spec, SynthSpec) else load_synth_spec(spec)
+    detect = _lexicon_detect()
+    safety, domain, card = [], [], {"spec": spec.model_dump(mode="json")}
+    if spec.safety is not None:
+        safety, card["safety"] = synth_safety(spec, detect)
+    if spec.domain is not None:
+        domain, card["domain"] = synth_domain(spec, detect)
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        if spec.safety is not None:
+            atomic_write_jsonl(tmp / "safety.jsonl", safety)
+        if spec.domain is not None:
+            atomic_write_jsonl(tmp / "domain.jsonl", domain)
+        atomic_write_json(tmp / "datacard.json", card)
+        atomic_write_text(tmp / "datacard.md", datacard_markdown(card))
+    return SynthResult(out, safety, domain, card)
+
+
+def datacard_markdown(card: dict[str, Any]) -> str:
+    lines = ["# Synthetic data card", ""]
+    for kind in ("safety", "domain"):
+        c = card.get(kind)
+        if c is None:
+            continue
+        lines += [f"## {kind}", "", f"- requested (k): {c['requested']}", f"- questions written: "
+                  f"{c['questions_written']}", f"- kept: {c['kept_total']} {c['kept']}", "",
+                  "| filter | dropped | per language |", "|---|---|---|"]
+        for reason, n in c["dropped_total"].items():
+            lines.append(f"| {reason} | {n} | {c['dropped'][reason]} |")
+        if c.get("refusals_by_model"):
+            lines += ["", f"refusals by pool model: {c['refusals_by_model']}"]
+        lines.append("")
+    return "\n".join(lines)

@@ -6,7 +6,6 @@ metric a fraction (harm_change a relative change), CIs from evaluate's bootstrap
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from safemerge.study.stages import ModelEntry, StudyContext, fingerprint, unit
@@ -46,29 +45,30 @@ def _judge_options(ctx: StudyContext) -> dict[str, Any]:
     return opts
 
 
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if is_dataclass(obj):
-        return asdict(obj)  # type: ignore[arg-type]
-    return obj
-
-
 def summarize(report: Any, langs: list[str]) -> dict[str, Any]:
-    """The report's overall and per-language metric estimates as plain dicts."""
-    def block(src: Any) -> dict[str, Any]:
-        src = _plain(src) or {}
-        return {k: _plain(src[k]) for k in METRIC_KEYS if k in src and src[k] is not None}
+    """The report's overall ("all") and per-language metric estimates as plain dicts."""
+    summary = report.summary
 
-    d = _plain(report)
-    per = d.get("per_lang") or d.get("languages") or {}
-    return {"overall": block(d.get("overall")), "per_lang": {lang: block(per[lang]) for lang in langs if lang in per}}
+    def block(lang: str) -> dict[str, Any]:
+        src = summary.get(lang) or {}
+        return {k: dict(src[k]) for k in METRIC_KEYS if k in src}
+
+    return {"overall": block("all"), "per_lang": {lang: block(lang) for lang in langs if lang in summary}}
+
+
+def _reference(ctx: StudyContext) -> Any:
+    """The base model's saved EvalReport (evaluated first), else the base model dir."""
+    from safemerge.evaluate import EvalReport
+
+    saved = ctx.out / "evals" / "base" / "results.json"
+    return EvalReport.load(saved) if saved.is_file() else str(ctx.path("base"))
 
 
 def evaluate_entry(ctx: StudyContext, entry: ModelEntry, base_key: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate one model (cached); returns the unit record with ``summary`` and ``seconds``."""
+    """Evaluate one model against the base (cached); returns the unit record with ``summary`` and ``seconds``.
+
+    The full report (every prompt, answer and verdict) is saved to ``<out>/evals/<name>/``.
+    """
     ev = ctx.spec.eval
     is_base = entry.name == "base"
 
@@ -79,14 +79,17 @@ def evaluate_entry(ctx: StudyContext, entry: ModelEntry, base_key: dict[str, Any
             str(entry.path),
             suite=_suite(ctx),
             judge=ev.judge,
-            reference=str(ctx.path("base")),
+            reference=None if is_base else _reference(ctx),
             judge_options=_judge_options(ctx),
             langs=list(ctx.spec.languages),
             limit=ev.limit,
             max_new_tokens=ev.max_new_tokens,
             seed=ev.seed,
+            cache_root=ctx.out / "eval_cache",
+            progress=False,  # the study's own progress display is live
         )
-        return {"summary": summarize(report, list(ctx.spec.languages)), "is_base": is_base}
+        report.save(ctx.out / "evals" / entry.name)
+        return {"summary": summarize(report, list(ctx.spec.languages)), "report": f"evals/{entry.name}"}
 
     key = {**base_key, "model": fingerprint(entry.path)}
     return unit(ctx, f"eval-{entry.name}", key, compute)

@@ -85,6 +85,15 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
         evals: dict[str, dict[str, Any]] = {}
         evals["base"] = evaluate_entry(ctx, ctx.models["base"], base_key)
         timings.append(_timing(ctx, "world + base eval", t0))
+        if spec.models:  # models the user already has: registered (and evaluated) up front
+            ctx.stage_label = "given models"
+            t0 = time.perf_counter()
+            with ctx.task("evaluate given models", len(spec.models)) as advance:
+                for n in spec.models:
+                    ctx.given(n)
+                    evals[n] = evaluate_entry(ctx, ctx.models[n], base_key)
+                    advance()
+            timings.append(_timing(ctx, "given models", t0))
         for st in spec.stages:
             ctx.stage_label = st.kind
             t0 = time.perf_counter()

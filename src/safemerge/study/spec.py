@@ -176,7 +176,11 @@ class SearchStage(StageSpec):
     algorithm: str = "cmaes"
     budget: int = Field(12, ge=1, description="candidate merges evaluated per search")
     alpha: float = Field(0.3, ge=0.0, description="L = L_safety + alpha * L_domain")
-    examples: int = Field(16, ge=1, description="validation examples per kind for the search objective")
+    examples: int = Field(16, ge=1, description="objective examples per language and kind")
+    safety_data: Path | None = Field(None, description="prompt/completion JSONL of safe answers (default: the "
+                                                       "world's harmful val split)")
+    domain_data: Path | None = Field(None, description="prompt/completion JSONL of general answers (default: the "
+                                                       "world's general val split)")
 
     def needs(self, spec: StudySpec) -> list[str]:
         return [mix_name(0.0, self.stage), mix_name(1.0, self.stage), "base"]
@@ -346,6 +350,10 @@ def _resolve_paths(spec: StudySpec, root: Path) -> StudySpec:
         update["base"] = fix(spec.base)
     if spec.world is not None and spec.world.path is not None:
         update["world"] = spec.world.model_copy(update={"path": fix(spec.world.path)})
+    if spec.eval.suite != "world":
+        update["eval"] = spec.eval.model_copy(update={"suite": str(fix(Path(spec.eval.suite)))})
+    update["stages"] = [st.model_copy(update={k: fix(getattr(st, k)) for k in ("safety_data", "domain_data")
+                                              if getattr(st, k, None) is not None}) for st in spec.stages]
     return spec.model_copy(update=update)
 
 
@@ -360,6 +368,20 @@ def preflight(spec: StudySpec, source: str = "spec") -> None:
             raise InputError(f"{source}: {key}: {p} has no config.json; point it at a Hugging Face model directory")
     if spec.world is not None and spec.world.path is not None and not (spec.world.path / "world.json").is_file():
         raise InputError(f"{source}: world.path: {spec.world.path} is not a world directory (no world.json)")
+    for i, st in enumerate(spec.stages):
+        for k in ("safety_data", "domain_data"):
+            p = getattr(st, k, None)
+            if p is not None and not Path(p).is_file():
+                raise InputError(f"{source}: stages[{i}].{k}: {p} not found; give a prompt/completion JSONL file")
+    from safemerge.evaluate.judges.base import JUDGES
+
+    if spec.eval.judge not in JUDGES:
+        raise InputError(f"{source}: eval.judge: unknown judge {spec.eval.judge!r}; choose one of "
+                         f"{', '.join(sorted(JUDGES))}")
+    if spec.eval.suite != "world":
+        from safemerge.evaluate.suites import resolve_suite
+
+        resolve_suite(spec.eval.suite)  # reads and validates the suite file (no datasets are downloaded)
     if spec.eval.judge == "openai":
         check_judge_reachable(spec.eval.judge_url, source)
 

@@ -373,10 +373,10 @@ def _objective_file(ctx: StudyContext, kind: str, split: str = "val") -> Path:
 def search_spec(st: SearchStage, ctx: StudyContext, aware: bool) -> dict[str, Any]:
     """The safemerge.search spec of one search: pool = general + safety expert, L = L_safety + alpha L_domain."""
     general, safety = mix_name(0.0, st.stage), mix_name(1.0, st.stage)
-    objective: dict[str, Any] = {"domain": [str(_objective_file(ctx, "general"))], "alpha": st.alpha,
-                                 "max_examples": st.examples}
+    domain = st.domain_data or _objective_file(ctx, "general")
+    objective: dict[str, Any] = {"domain": [str(domain)], "alpha": st.alpha, "max_examples": st.examples}
     if aware:
-        objective["safety"] = [str(_objective_file(ctx, "harmful"))]
+        objective["safety"] = [str(st.safety_data or _objective_file(ctx, "harmful"))]
     else:  # safety-unaware: the domain loss only
         objective["alpha"] = 1.0
     return {
@@ -397,8 +397,9 @@ def run_search(st: SearchStage, ctx: StudyContext) -> None:
                          "safety-aware vs safety-unaware search results are NOT in this report.")
         ctx.log("search", "skipped", 0.0)
         return
-    if ctx.world is None and not all(n in ctx.spec.models for n in st.provides(ctx.spec)):
-        ctx.notes.append("Stage `search` skipped: it takes its objective data from the world (`world:` is null).")
+    if ctx.world is None and (st.safety_data is None or st.domain_data is None) \
+            and not all(n in ctx.spec.models for n in st.provides(ctx.spec)):
+        ctx.notes.append("Stage `search` skipped: no objective data (set safety_data and domain_data, or `world:`).")
         ctx.log("search", "skipped", 0.0)
         return
     from safemerge.search.runner import run_search as search

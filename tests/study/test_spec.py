@@ -1,0 +1,171 @@
+"""Study spec validation and bad-input errors through the CLI: one line, exit 2, before any training."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from safemerge.study.report.tables import pareto_front
+from safemerge.study.spec import PRESETS, StudySpec, load_spec
+from safemerge.study.stages import describe, merge_config
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``safemerge study ARGS`` in this process (the real CLI entry point, exit code and stderr)."""
+    import contextlib
+    import io
+    import os
+
+    from safemerge.cli import main
+
+    err, old = io.StringIO(), os.getcwd()
+    code = 0
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            main(["study", *args])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(args, code, "", err.getvalue())
+
+
+def test_cli_subprocess_exit_code(tmp_path):
+    spec = write(tmp_path, "name: x\nstages:\n  - kind: frobnicate\n")
+    res = subprocess.run([sys.executable, "-m", "safemerge.cli", "study", str(spec)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert_one_line_error(res, "unknown stage 'frobnicate'")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "spec.yaml"
+    p.write_text(text)
+    return p
+
+
+def assert_one_line_error(res: subprocess.CompletedProcess, *needles: str) -> None:
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def fake_model_dir(root: Path, name: str) -> Path:
+    """A directory with a config.json: enough for the pre-flight check (no weights are read before training)."""
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    return d
+
+
+def test_unknown_stage_is_one_line_exit_2(tmp_path):
+    spec = write(tmp_path, "name: x\nstages:\n  - kind: frobnicate\n")
+    res = run_cli(str(spec), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(res, "unknown stage 'frobnicate'", "objective_merge")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_path_is_one_line_exit_2(tmp_path):
+    base = fake_model_dir(tmp_path, "base")
+    spec = write(tmp_path, f"""
+name: x
+world: null
+base: {base}
+eval: {{suite: suite.yaml}}
+models: {{mix0_sft: {base}, mix100_sft: does/not/exist}}
+stages:
+  - {{kind: objective_merge, stages: [sft], methods: [linear]}}
+""")
+    res = run_cli(str(spec), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(res, "models.mix100_sft", "does not exist")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_stage_input_names_the_model(tmp_path):
+    spec = write(tmp_path, "stages:\n  - {kind: objective_merge, stages: [dpo]}\n")
+    res = run_cli(str(spec), cwd=tmp_path)
+    assert_one_line_error(res, "mix0_dpo", "mix100_dpo", "models:")
+
+
+def test_unknown_key_and_bad_weight(tmp_path):
+    res = run_cli(str(write(tmp_path, "name: x\nfrobs: 1\n")), cwd=tmp_path)
+    assert_one_line_error(res, "frobs")
+    res = run_cli(str(write(tmp_path, "stages:\n  - {kind: mixture, fractions: [1.5]}\n")), cwd=tmp_path)
+    assert_one_line_error(res, "fractions")
+    res = run_cli(str(write(tmp_path, "stages:\n  - {kind: mixture}\n  - {kind: objective_merge, methods: [avg]}\n")),
+                  cwd=tmp_path)
+    assert_one_line_error(res, "unknown merge method 'avg'")
+
+
+def test_unreachable_judge_is_one_line_exit_2(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = write(tmp_path, f"name: x\neval: {{judge: openai, judge_url: 'http://127.0.0.1:{port}/v1', "
+                           "judge_model: m}\nstages: []\n")
+    res = run_cli(str(spec), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(res, "judge", f"127.0.0.1:{port}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_yaml_missing_file_and_preset(tmp_path):
+    res = run_cli(str(write(tmp_path, "stages: [\n")), cwd=tmp_path)
+    assert_one_line_error(res, "YAML")
+    res = run_cli(str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert_one_line_error(res, "not found")
+    res = run_cli("--preset", "huge", cwd=tmp_path)
+    assert_one_line_error(res, "--preset", "smoke")
+
+
+def test_relative_paths_resolve_against_the_spec(tmp_path):
+    fake_model_dir(tmp_path, "models/base")
+    spec = load_spec(write(tmp_path, "world: null\nbase: models/base\neval: {suite: s.yaml}\n"))
+    assert spec.base == tmp_path / "models" / "base"
+
+
+def test_example_spec_is_valid():
+    example = Path(__file__).resolve().parents[2] / "examples" / "study_aya.yaml"
+    spec = load_spec(example)  # validation only: the models are on a GPU machine, not here
+    assert {s.kind for s in spec.stages} >= {"objective_merge", "language_merge"}
+    assert spec.eval.judge == "openai"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_presets_validate_and_round_trip(preset):
+    spec = PRESETS[preset]()
+    again = StudySpec.model_validate(spec.model_dump(mode="json"))
+    assert again == spec
+    produced = {n for st in spec.stages for n in st.provides(spec)}
+    assert all(describe(n, "x").group != "custom" for n in produced)  # every name the runner makes is parsed
+
+
+def test_merge_configs_follow_mergekit_schema():
+    from safemerge.merge.config import load_config
+
+    for method in ("linear", "slerp", "ties", "dare_ties"):
+        cfg = load_config(merge_config(method, {"mix0_sft": 0.7, "mix100_sft": 0.3}, "base", 0.5))
+        assert cfg.merge_method == method
+    slerp = merge_config("slerp", {"a": 0.7, "b": 0.3}, "base", 0.5)
+    assert slerp["parameters"]["t"] == 0.3 and slerp["base_model"] == "a"
+
+
+@given(st.lists(st.tuples(st.floats(-100, 100), st.floats(0, 100)), min_size=1, max_size=30))
+def test_pareto_front_invariants(xy):
+    pts = [(str(i), x, y) for i, (x, y) in enumerate(xy)]
+    front = set(pareto_front(pts))
+    assert front  # never empty
+    for n, x, y in pts:  # every point off the front is dominated by a point on it
+        if n not in front:
+            assert any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for m, x2, y2 in pts if m in front)
+    for n, x, y in pts:  # no point on the front is dominated
+        if n in front:
+            assert not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for _, x2, y2 in pts)

@@ -118,14 +118,16 @@ def generate(
     settings: GenerationSettings = GenerationSettings(),
     description: str = "generating",
     progress: bool = True,
+    formatted: bool = False,
 ) -> list[str]:
     """Answer every prompt (user message or message list); returns decoded answers in input order.
 
-    Prompts are sorted by length and generated in left-padded batches; generation stops at EOS.
+    Prompts are sorted by length and generated in left-padded batches; generation stops at EOS. With
+    ``formatted`` the prompts are complete model inputs (no chat template applied).
     """
     import torch
 
-    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    texts = [str(p) for p in prompts] if formatted else [chat_prompt(tokenizer, p) for p in prompts]
     if not texts:
         return []
     pad_side = tokenizer.padding_side

@@ -66,6 +66,14 @@ class EvalReport:
         return self.summary.get(lang, {}).get(name, {}).get("value")
 
     @property
+    def overall(self) -> dict[str, Estimate]:
+        """Metric -> :class:`Estimate` averaged over languages (``summary["all"]``)."""
+        return self.by_lang("all")
+
+    def by_lang(self, lang: str) -> dict[str, Estimate]:
+        return {m: Estimate(**e) for m, e in self.summary.get(lang, {}).items()}
+
+    @property
     def languages(self) -> list[str]:
         return [k for k in self.summary if k != "all"]
 
@@ -128,7 +136,7 @@ def _answers(src: _ModelSource, items: list[EvalItem], settings: GenerationSetti
     key = hash_obj([mhash, items_hash(items), settings.key(), "v1"])
     cache = AnswerCache(eval_cache_root(cache_root), key)
     if use_cache and (hit := cache.load()) is not None:
-        return mhash, hit
+        return mhash, hit | {"generated": 0}
     prompts = [it.prompt for it in items]
     if src.path is not None and src.loaded is None and vllm_available():  # pragma: no cover - GPU only
         answers = generate_vllm(src.path, prompts, settings)
@@ -152,11 +160,12 @@ def _answers(src: _ModelSource, items: list[EvalItem], settings: GenerationSetti
     data = {"answers": dict(zip([it.id for it in items], answers)), "mc": mc}
     if use_cache:
         cache.save(data)
-    return mhash, data
+    return mhash, data | {"generated": len(items)}
 
 
 def _judge_cached(journal: VerdictJournal, task: str, payloads: Sequence[Any], fn: Callable[[list], list],
-                  batch_size: int, progress: bool, description: str) -> list[dict[str, Any] | None]:
+                  batch_size: int, progress: bool, description: str, counter: dict[str, int]
+                  ) -> list[dict[str, Any] | None]:
     """Verdict dicts for payloads, judging only the ones not in the journal; journals each batch."""
     keys = [journal.key(task, p.__dict__) for p in payloads]
     todo = [i for i, k in enumerate(keys) if journal.get(k) is None]
@@ -173,6 +182,7 @@ def _judge_cached(journal: VerdictJournal, task: str, payloads: Sequence[Any], f
                 if all(d.get(f) is not None for f in ("unsafe", "winner") if f in d):
                     rows.append((keys[i], d))  # unparseable verdicts are not journaled: retried next run
             journal.add(rows)
+            counter["judged"] = counter.get("judged", 0) + len(batch)
             bar.advance(t, len(batch))
     return [fresh.get(i) or journal.get(k) for i, k in enumerate(keys)]
 
@@ -249,8 +259,9 @@ def evaluate_model(
 
     safety_idx = [i for i, it in enumerate(items) if it.kind in ("harmful", "benign")]
     s_items = [SafetyItem(items[i].prompt, answers[items[i].id], items[i].lang, items[i].kind) for i in safety_idx]
+    counter: dict[str, int] = {"judged": 0}
     s_verdicts = _judge_cached(journal, "safety", s_items, judge_obj.judge_safety, judge_obj.batch_size, progress,
-                               f"judging safety ({judge_obj.name})")
+                               f"judging safety ({judge_obj.name})", counter)
     for i, v in zip(safety_idx, s_verdicts):
         v = v or SafetyVerdict(None, None, "not judged").to_dict()
         rec = records[i]
@@ -260,7 +271,7 @@ def evaluate_model(
         rec["verdict_raw"] = v["raw"]
 
     if ref_report is not None:
-        _attach_reference(records, items, ref_report, judge_obj, journal, progress)
+        _attach_reference(records, items, ref_report, judge_obj, journal, progress, counter)
 
     summary = summarize(records, n_boot=n_boot, seed=seed)
     return EvalReport(
@@ -272,12 +283,13 @@ def evaluate_model(
         records=records,
         summary=summary,
         reference=ref_report.model if ref_report is not None else None,
-        meta={"n_prompts": len(items), "reference_hash": ref_report.model_hash if ref_report else None},
+        meta={"n_prompts": len(items), "reference_hash": ref_report.model_hash if ref_report else None,
+              "generated": gen["generated"], "judged": counter["judged"]},
     )
 
 
 def _attach_reference(records: list[dict[str, Any]], items: list[EvalItem], ref: EvalReport, judge: Judge,
-                      journal: VerdictJournal, progress: bool) -> None:
+                      journal: VerdictJournal, progress: bool, counter: dict[str, int]) -> None:
     by_id = {r["id"]: r for r in ref.records}
     for rec in records:
         if (r := by_id.get(rec["id"])) is not None:
@@ -293,7 +305,7 @@ def _attach_reference(records: list[dict[str, Any]], items: list[EvalItem], ref:
         pairs.append(PairItem(it.prompt, mine, theirs, it.lang, it.reference))  # A = model
         pairs.append(PairItem(it.prompt, theirs, mine, it.lang, it.reference))  # A = reference
     verdicts = _judge_cached(journal, "pair", pairs, judge.judge_pairs, judge.batch_size, progress,
-                             f"judging pairs ({judge.name})")
+                             f"judging pairs ({judge.name})", counter)
     for k, i in enumerate(gen_idx):
         ab = verdicts[2 * k] or PairVerdict(None).to_dict()
         ba = verdicts[2 * k + 1] or PairVerdict(None).to_dict()

@@ -125,6 +125,7 @@ def _all_field_names() -> set[str]:
     names: set[str] = set()
     for model in (MergeConfig, InputModel, InputSlice, OutputSlice, TokenizerBlock, ConditionalParameter):
         names.update(model.model_fields)
+    names.discard("modules")
     return names
 
 
@@ -261,8 +262,12 @@ def evaluate_setting(setting: ParameterSetting, tensor_name: str, t: float, kind
     Numeric gradients interpolate linearly between neighbouring anchors (anchors spread evenly over [0, 1]);
     non-numeric lists pick ``values[int(t * (n - 1))]``.
     """
+    if isinstance(setting, dict):
+        setting = ConditionalParameter(**setting)
     if isinstance(setting, ConditionalParameter):
         setting = [setting]
+    if isinstance(setting, list) and setting and isinstance(setting[0], dict):
+        setting = [ConditionalParameter(**c) for c in setting]
     if isinstance(setting, list):
         if not setting:
             return None

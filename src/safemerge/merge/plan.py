@@ -161,12 +161,18 @@ def _check_parameter_names(cfg: MergeConfig, method: Any) -> None:
                                   f"{did_you_mean(key, known)}; known: {', '.join(sorted(known)) or 'none'}")
 
 
+def separate_base(method: Any, base: str | None) -> bool:
+    """Whether the base is passed apart (required, or optional and given); otherwise it is an ordinary input."""
+    policy = getattr(method, "base_policy", "required" if method.needs_base else "ignored")
+    return policy == "required" or (policy == "optional" and base is not None)
+
+
 def _check_counts(cfg: MergeConfig, method: Any, sl: _Slice, where: str) -> None:
     labels = [m for m, *_ in sl.sources]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: a model is listed twice; list each model once")
     non_base = len(labels)
-    if method.needs_base:
+    if separate_base(method, sl.base):
         if not sl.base:
             raise ConfigError(f"{where}: merge_method {method.name!r} needs a base_model; add 'base_model: <path>'")
         if sl.base not in labels:
@@ -246,7 +252,7 @@ def build_plan(cfg: MergeConfig, sources: dict[str, TensorSource], vocab_rows: i
 
     def task(name: str, sl: _Slice, in_names: dict[str, str], t: float, layer: int | None) -> TensorTask:
         order = [m for m, *_ in sl.sources]
-        base = sl.base if method.needs_base else None
+        base = sl.base if separate_base(method, sl.base) else None
         others = [m for m in order if m != base]
         infos = {m: sources[m].infos()[in_names[m]] for m in order}
         shapes = {m: i.shape for m, i in infos.items()}

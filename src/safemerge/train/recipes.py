@@ -55,11 +55,11 @@ class RecipeSettings(BaseModel):
 def as_world(world: Any) -> Any:
     """A ``World`` object, or load one from its directory."""
     if isinstance(world, (str, os.PathLike)):
-        from safemerge.data.world import World
-
         path = Path(world)
         if not (path / "world.json").is_file():
             raise InputError(f"{path}: not a world directory (no world.json); build one with `safemerge data world`")
+        from safemerge.data.world import World
+
         return World.load(path)
     return world
 

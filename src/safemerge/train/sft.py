@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from safemerge.train.cache import cached_train
 from safemerge.train.config import SFTConfig
 from safemerge.train.data import DataSource
+
+
+def build_trainer(config: SFTConfig, net: Any, tokenizer: Any, dataset: Any, trainer_dir: Path,
+                  callbacks: list[Any]) -> Any:
+    """A TRL SFTTrainer for ``net`` with this config's CPU-correct arguments (used by ``train_sft``)."""
+    import trl
+
+    args = trl.SFTConfig(output_dir=str(trainer_dir), completion_only_loss=True, packing=False,
+                         **config.trl_common())
+    return trl.SFTTrainer(model=net, args=args, train_dataset=dataset, processing_class=tokenizer,
+                          callbacks=callbacks)
 
 
 def train_sft(
@@ -27,13 +39,5 @@ def train_sft(
     ``progress``: an open rich Progress to add this run's bar to (default: its own bar).
     """
     config = config or SFTConfig()
-
-    def make_trainer(net: Any, tokenizer: Any, dataset: Any, trainer_dir: Path, callbacks: list[Any]) -> Any:
-        import trl
-
-        args = trl.SFTConfig(output_dir=str(trainer_dir), completion_only_loss=True, packing=False,
-                             **config.trl_common())
-        return trl.SFTTrainer(model=net, args=args, train_dataset=dataset, processing_class=tokenizer,
-                              callbacks=callbacks)
-
-    return cached_train("sft", model, train_data, out_dir, config, make_trainer, progress=progress, force=force)
+    return cached_train("sft", model, train_data, out_dir, config, partial(build_trainer, config),
+                        progress=progress, force=force)

@@ -1,0 +1,380 @@
+"""Benchmark safemerge's merge engine against mergekit 0.1.5 on the same YAML configs.
+
+Builds three random Llama checkpoints sharing a base (default ~0.25B parameters, bf16, 2 shards; cached under
+``bench/_work`` so reruns skip building), then for every method runs ``safemerge merge`` and ``mergekit-yaml`` on
+the SAME config, each in a fresh subprocess (peak RSS per run via ``os.wait4``), alternating which tool goes first,
+``--repeats`` times. Reports medians of wall time, the speed ratio, peak RSS of each tool and whether the outputs
+are bit-identical (else the max |diff|). A last run of safemerge with ``--max-memory`` shows its peak RSS within
+that budget.
+
+    python bench/merge_bench.py                       # full default bench (several minutes on 2 cores)
+    python bench/merge_bench.py --params 10M --repeats 1 --methods ties,linear   # quick check
+    python bench/merge_bench.py --out bench/results   # also write results.json + results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEFAULT_METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties", "della", "breadcrumbs")
+SPARSE = {"ties", "dare_ties", "della", "della_linear", "dare_linear", "breadcrumbs", "breadcrumbs_ties"}
+RANDOM = {"dare_ties", "dare_linear", "della", "della_linear"}
+TARGET_SPARSE, TARGET_DENSE = 3.0, 1.3
+VOCAB = 264  # safemerge.utils.tiny tokenizer size
+
+
+# --------------------------------------------------------------------------- sizes and checkpoints
+
+
+def parse_size(text: str) -> int:
+    """'250M' / '0.25B' / '2GB' / '512MiB' / '123' -> integer (decimal K/M/G/B, binary KiB/MiB/GiB)."""
+    t = text.strip().upper().replace("_", "")
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+             "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+    for suffix, mult in units.items():
+        if t.endswith(suffix) and t[: -len(suffix)]:
+            return int(float(t[: -len(suffix)]) * mult)
+    return int(float(t))
+
+
+@dataclass(frozen=True)
+class Shape:
+    hidden: int
+    layers: int
+    intermediate: int
+
+    @property
+    def params(self) -> int:
+        h, i = self.hidden, self.intermediate
+        per_layer = 3 * h * h + 3 * h * i + 2 * h  # q,o: h*h; k,v: h*h/2 (2 of 4 heads); mlp; 2 norms
+        return self.layers * per_layer + 2 * VOCAB * h + h
+
+    @property
+    def tag(self) -> str:
+        return f"llama-h{self.hidden}-l{self.layers}-i{self.intermediate}"
+
+
+def choose_shape(params: int, hidden: int | None, layers: int | None) -> Shape:
+    """A Llama shape of about ``params`` parameters (hidden from the size unless given, intermediate 2.75x)."""
+    if hidden is None:
+        hidden = 1024 if params >= 100e6 else 512 if params >= 20e6 else 256
+    inter = max(64, int(2.75 * hidden) // 64 * 64)
+    if layers is None:
+        per_layer = Shape(hidden, 1, inter).params - Shape(hidden, 0, inter).params
+        layers = max(1, round((params - 2 * VOCAB * hidden) / per_layer))
+    return Shape(hidden, layers, inter)
+
+
+def build_checkpoints(shape: Shape, shards: int, work: Path) -> dict[str, Path]:
+    """base, a, b (bf16, ``shards`` shards each), built once and cached under ``work/models/<shape>``."""
+    from safemerge.utils.tiny import make_tiny_checkpoint
+
+    root = work / "models" / f"{shape.tag}-s{shards}"
+    shard_bytes = shape.params * 2 // shards + 2 * VOCAB * shape.hidden * 2 + 1
+    paths = {name: root / name for name in ("base", "a", "b")}
+    for i, (name, path) in enumerate(paths.items()):
+        if (path / "config.json").is_file():
+            continue
+        print(f"building {name} ({shape.params / 1e6:.0f}M params) -> {path}", flush=True)
+        make_tiny_checkpoint("llama", path, seed=i, dtype="bfloat16", hidden=shape.hidden, layers=shape.layers,
+                             intermediate=shape.intermediate, max_shard_size=shard_bytes,
+                             init_from=None if name == "base" else paths["base"])
+    return paths
+
+
+def method_config(method: str, m: dict[str, Path]) -> dict[str, Any]:
+    """The mergekit YAML both tools run for ``method`` (bf16, typical paper-style parameters)."""
+    a, b, base = str(m["a"]), str(m["b"]), str(m["base"])
+    if method == "linear":
+        return {"merge_method": "linear", "dtype": "bfloat16",
+                "models": [{"model": a, "parameters": {"weight": 0.5}}, {"model": b, "parameters": {"weight": 0.3}},
+                           {"model": base, "parameters": {"weight": 0.2}}]}
+    if method == "slerp":
+        return {"merge_method": "slerp", "dtype": "bfloat16", "base_model": a,
+                "models": [{"model": a}, {"model": b}],
+                "parameters": {"t": [{"filter": "self_attn", "value": [0, 0.3, 0.5, 0.7, 1]},
+                                     {"filter": "mlp", "value": [1, 0.7, 0.5, 0.3, 0]}, {"value": 0.5}]}}
+    params = {"weight": 0.5}
+    if method in SPARSE:
+        params["density"] = 0.5
+    if method == "breadcrumbs":
+        params.update(density=0.9, gamma=0.01)
+    if method.startswith("della"):
+        params["epsilon"] = 0.1
+    return {"merge_method": method, "dtype": "bfloat16", "base_model": base,
+            "models": [{"model": a, "parameters": params}, {"model": b, "parameters": dict(params)}]}
+
+
+# --------------------------------------------------------------------------- running one tool
+
+
+@dataclass
+class Run:
+    tool: str
+    method: str
+    wall_s: float
+    peak_rss_mb: float
+    returncode: int
+
+
+def run_measured(cmd: list[str], log: Path) -> tuple[float, float, int]:
+    """Run ``cmd`` in a fresh process; return (wall seconds, its peak RSS in MiB, return code).
+
+    Peak RSS comes from ``/usr/bin/time -f %M``: a child forked straight from this (large) Python process would
+    inherit its RSS high-water mark on Linux, so ``getrusage``/``wait4`` of a direct child over-reports.
+    """
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
+    rss_file = log.with_suffix(".rss")
+    timer = shutil.which("time", path="/usr/bin:/bin")
+    full = [timer, "-f", "%M", "-o", str(rss_file), *cmd] if timer else cmd
+    with open(log, "w") as fh:
+        start = time.perf_counter()
+        proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if timer:
+        lines = [ln for ln in rss_file.read_text().split() if ln.strip().isdigit()]
+        rss_kib = int(lines[-1]) if lines else usage.ru_maxrss
+    else:  # fallback: may include this process's high-water mark
+        rss_kib = usage.ru_maxrss
+    return wall, rss_kib / 1024, proc.returncode
+
+
+def tool_command(tool: str, cfg: Path, out: Path, threads: int, seed: int, max_memory: str | None = None) -> list[str]:
+    if tool == "mergekit":
+        # mergekit's fastest CPU setting for safetensors inputs: torch threads = cores (-j), no lazy unpickle
+        # (only affects pickled .bin inputs), synchronous writes (async only adds memory), one output shard.
+        return [str(BIN / "mergekit-yaml"), str(cfg), str(out), "--copy-tokenizer", "--no-lazy-unpickle",
+                "-j", str(threads), "--random-seed", str(seed), "--quiet"]
+    cmd = [str(BIN / "safemerge"), "merge", str(cfg), str(out), "--seed", str(seed)]
+    if max_memory:
+        cmd += ["--max-memory", max_memory]
+    return cmd
+
+
+def compare_outputs(ours: Path, theirs: Path) -> dict[str, Any]:
+    """Tensor-by-tensor comparison of two output directories (streams one tensor at a time)."""
+    from safetensors import safe_open
+
+    def index(d: Path) -> dict[str, Path]:
+        out = {}
+        for shard in sorted(d.glob("*.safetensors")):
+            with safe_open(str(shard), "pt") as f:
+                out.update({k: shard for k in f.keys()})
+        return out
+
+    mine, ref = index(ours), index(theirs)
+    if set(mine) != set(ref):
+        return {"identical": False, "max_abs_diff": None, "n_tensors": len(mine),
+                "note": f"tensor names differ ({len(set(mine) ^ set(ref))} not shared)"}
+    n_equal, max_diff = 0, 0.0
+    for name in sorted(mine):
+        with safe_open(str(mine[name]), "pt") as f:
+            a = f.get_tensor(name)
+        with safe_open(str(ref[name]), "pt") as f:
+            b = f.get_tensor(name)
+        if a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all()):
+            n_equal += 1
+        elif a.shape == b.shape:
+            max_diff = max(max_diff, (a.float() - b.float()).abs().max().item())
+        else:
+            max_diff = float("inf")
+    return {"identical": n_equal == len(mine), "n_tensors": len(mine), "n_identical": n_equal,
+            "max_abs_diff": max_diff}
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+@dataclass
+class MethodResult:
+    method: str
+    safemerge_s: float
+    mergekit_s: float
+    speedup: float
+    target: float
+    safemerge_rss_mb: float
+    mergekit_rss_mb: float
+    comparison: dict[str, Any]
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int, threads: int,
+                 seed: int) -> MethodResult:
+    cfg = work / "configs" / f"{method}.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(yaml.safe_dump(method_config(method, models), sort_keys=False))
+    runs: list[Run] = []
+    outs = {t: work / "out" / t / method for t in ("safemerge", "mergekit")}
+    for rep in range(repeats):
+        order = ("safemerge", "mergekit") if rep % 2 == 0 else ("mergekit", "safemerge")
+        for tool in order:
+            shutil.rmtree(outs[tool], ignore_errors=True)
+            outs[tool].parent.mkdir(parents=True, exist_ok=True)
+            log = work / "logs" / f"{method}-{tool}-{rep}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            wall, rss, rc = run_measured(tool_command(tool, cfg, outs[tool], threads, seed), log)
+            runs.append(Run(tool, method, wall, rss, rc))
+            status = "ok" if rc == 0 else f"FAILED rc={rc} (see {log})"
+            print(f"  {method:16s} rep {rep + 1}/{repeats} {tool:9s} {wall:7.2f}s  {rss:7.0f} MiB  {status}",
+                  flush=True)
+            if rc != 0:
+                print(log.read_text()[-2000:], file=sys.stderr)
+    ok = {t: [r for r in runs if r.tool == t and r.returncode == 0] for t in outs}
+    med = {t: statistics.median(r.wall_s for r in ok[t]) if ok[t] else float("nan") for t in outs}
+    rss = {t: max((r.peak_rss_mb for r in ok[t]), default=float("nan")) for t in outs}
+    if ok["safemerge"] and ok["mergekit"]:
+        comparison = compare_outputs(outs["safemerge"], outs["mergekit"])
+    else:
+        comparison = {"identical": False, "max_abs_diff": None, "note": "a tool failed"}
+    comparison["random_method"] = method in RANDOM
+    for out in outs.values():
+        shutil.rmtree(out, ignore_errors=True)
+    return MethodResult(method, med["safemerge"], med["mergekit"], med["mergekit"] / med["safemerge"],
+                        TARGET_SPARSE if method in SPARSE else TARGET_DENSE, rss["safemerge"], rss["mergekit"],
+                        comparison, [asdict(r) for r in runs])
+
+
+def bench_budget(method: str, budget: str, models: dict[str, Path], work: Path, seed: int) -> dict[str, Any]:
+    cfg = work / "configs" / f"{method}.yaml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(yaml.safe_dump(method_config(method, models), sort_keys=False))
+    out = work / "out" / "safemerge-budget" / method
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = work / "logs" / f"{method}-safemerge-budget.log"
+    wall, rss, rc = run_measured(tool_command("safemerge", cfg, out, 0, seed, max_memory=budget), log)
+    shutil.rmtree(out, ignore_errors=True)
+    budget_mb = parse_size(budget) / 2**20
+    print(f"  {method:16s} safemerge --max-memory {budget}: {wall:.2f}s  {rss:.0f} MiB  rc={rc}", flush=True)
+    return {"method": method, "max_memory": budget, "budget_mib": budget_mb, "wall_s": wall, "peak_rss_mb": rss,
+            "returncode": rc, "within_budget": rc == 0 and rss <= budget_mb}
+
+
+def _fmt_cmp(c: dict[str, Any]) -> str:
+    if c.get("identical"):
+        return "bit-identical"
+    if c.get("max_abs_diff") is None:
+        return c.get("note", "n/a")
+    tag = " (random method: masks differ by design)" if c.get("random_method") else ""
+    return f"max|diff| {c['max_abs_diff']:.3g}{tag}"
+
+
+def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: dict[str, Any]) -> str:
+    lines = [
+        f"Command: `{meta['command']}`  ",
+        f"Date: {meta['date']}  ",
+        f"Machine: {meta['machine']}  ",
+        f"Models: 3 x {meta['params_m']:.0f}M-parameter random Llama ({meta['shape']}), bf16, "
+        f"{meta['shards']} shards each; {meta['repeats']} repeats per tool, alternating, medians reported.",
+        "",
+        "| method | safemerge s | mergekit s | speed-up | target | safemerge RSS MiB | mergekit RSS MiB | output |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        ok = "ok" if r.speedup >= r.target else "MISS"
+        lines.append(f"| {r.method} | {r.safemerge_s:.2f} | {r.mergekit_s:.2f} | {r.speedup:.2f}x | "
+                     f">= {r.target}x {ok} | {r.safemerge_rss_mb:.0f} | {r.mergekit_rss_mb:.0f} | "
+                     f"{_fmt_cmp(r.comparison)} |")
+    if budget:
+        lines += ["", f"safemerge `{budget['method']}` with `--max-memory {budget['max_memory']}`: "
+                      f"{budget['wall_s']:.2f} s, peak RSS {budget['peak_rss_mb']:.0f} MiB "
+                      f"({'within' if budget['within_budget'] else 'OVER'} the {budget['budget_mib']:.0f} MiB budget)."]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(results: list[MethodResult], budget: dict[str, Any] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="safemerge vs mergekit 0.1.5 (medians)")
+    for col in ("method", "safemerge s", "mergekit s", "speed-up", "target", "RSS safemerge", "RSS mergekit",
+                "output"):
+        table.add_column(col, justify="left" if col in ("method", "output") else "right")
+    for r in results:
+        hit = "[green]ok" if r.speedup >= r.target else "[red]MISS"
+        rss_style = "" if r.safemerge_rss_mb <= r.mergekit_rss_mb else "[red]"
+        table.add_row(r.method, f"{r.safemerge_s:.2f}", f"{r.mergekit_s:.2f}", f"{r.speedup:.2f}x",
+                      f">={r.target}x {hit}", f"{rss_style}{r.safemerge_rss_mb:.0f} MiB",
+                      f"{r.mergekit_rss_mb:.0f} MiB", _fmt_cmp(r.comparison))
+    console = Console()
+    console.print(table)
+    if budget:
+        style = "green" if budget["within_budget"] else "red"
+        console.print(f"[{style}]--max-memory {budget['max_memory']} ({budget['method']}): peak RSS "
+                      f"{budget['peak_rss_mb']:.0f} MiB of {budget['budget_mib']:.0f} MiB, {budget['wall_s']:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="0.25B", help="approximate parameters per model (e.g. 10M, 0.25B)")
+    ap.add_argument("--hidden", type=int, default=None, help="hidden size (default: from --params)")
+    ap.add_argument("--layers", type=int, default=None, help="number of layers (default: from --params)")
+    ap.add_argument("--shards", type=int, default=2, help="safetensors shards per input model")
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated merge methods")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per tool and method (alternating order)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="mergekit -j (torch threads)")
+    ap.add_argument("--seed", type=int, default=0, help="seed for the random methods (both tools)")
+    ap.add_argument("--max-memory", default="auto",
+                    help="budget for the extra safemerge --max-memory run ('auto' = 0.75 x mergekit's peak "
+                         "RSS on that method, 'none' to skip)")
+    ap.add_argument("--budget-method", default="ties", help="method used for the --max-memory run")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work", help="cache and scratch directory")
+    ap.add_argument("--out", type=Path, default=None, help="write results.json and results.md into this folder")
+    args = ap.parse_args(argv)
+
+    shape = choose_shape(parse_size(args.params), args.hidden, args.layers)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    models = build_checkpoints(shape, args.shards, args.work)
+    print(f"models: {shape.tag} (~{shape.params / 1e6:.0f}M params, bf16, {args.shards} shards) in "
+          f"{models['base'].parent}", flush=True)
+
+    results = [bench_method(m, models, args.work, args.repeats, args.threads, args.seed) for m in methods]
+    budget = None
+    if args.max_memory.lower() != "none":
+        limit = args.max_memory
+        if limit.lower() == "auto":
+            ref = next((r.mergekit_rss_mb for r in results if r.method == args.budget_method), None)
+            if ref is None or ref != ref:  # method not benched: measure mergekit once
+                ref = bench_method(args.budget_method, models, args.work, 1, args.threads, args.seed).mergekit_rss_mb
+            limit = f"{int(0.75 * ref)}MiB"
+        budget = bench_budget(args.budget_method, limit, models, args.work, args.seed)
+
+    print_table(results, budget)
+    meta = {"command": "python bench/merge_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                       f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+            "shape": shape.tag, "params_m": shape.params / 1e6, "shards": args.shards, "repeats": args.repeats,
+            "mergekit_options": "--copy-tokenizer --no-lazy-unpickle -j THREADS --random-seed SEED --quiet",
+            "threads": args.threads}
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(
+            {"meta": meta, "results": [asdict(r) for r in results], "max_memory_run": budget}, indent=2))
+        (args.out / "results.md").write_text(markdown(results, budget, meta))
+        print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}")
+    failed = any(r.safemerge_s != r.safemerge_s or r.mergekit_s != r.mergekit_s for r in results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

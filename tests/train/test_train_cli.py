@@ -44,8 +44,10 @@ def test_cli_sft_run_with_config_file(tmp_path, train_files, tiny_models, capsys
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text("lr: 0.001\nbatch_size: 4\nlora: {r: 2}\n")
     out = tmp_path / "run"
-    main(["train", "sft", "-m", str(tiny_models["base"]), "-d", str(train_files["sft"]), "-o", str(out),
-          "-c", str(cfg), "--max-steps", "2"])
+    with pytest.raises(SystemExit) as ex:
+        main(["train", "sft", "-m", str(tiny_models["base"]), "-d", str(train_files["sft"]), "-o", str(out),
+              "-c", str(cfg), "--max-steps", "2"])
+    assert ex.value.code == 0
     stdout = capsys.readouterr().out
     meta = json.loads((out / "train_config.json").read_text())
     assert meta["config"]["lr"] == 0.001 and meta["config"]["max_steps"] == 2 and meta["config"]["lora"]["r"] == 2

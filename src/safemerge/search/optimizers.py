@@ -127,8 +127,8 @@ class LmCocktailOptimizer:
         for g in space.genes:
             if g.param == "weight" and g.model is not None:
                 values[g.label] = by_model[g.model]
-            elif g.param == "t" and g.model is None and len(space.pool) == 2:
-                values[g.label] = by_model[space.pool[1]]
+            elif g.param == "t" and g.model is None and len(space.pool) == 2 and len(space.inputs) == 1:
+                values[g.label] = by_model[space.inputs[0]]  # SLERP: t = the non-base model's share
             else:
                 raise ConfigError(f"space.params: LM-Cocktail sets only per-model 'weight' (or SLERP 't'); "
                                   f"move {g.param!r} to space.model_fixed / space.fixed")
@@ -168,7 +168,7 @@ class NsgaOptimizer:
 
     def tell(self, xs: list[list[float]], results: list[dict[str, Any]]) -> None:
         for trial, r in zip(self._trials, results):
-            trial.set_constraint([float(r.get("violation", 0.0))])
+            trial.set_constraint("language_margin", float(r.get("violation", 0.0)))
             self.study.tell(trial, (float(r["safety"]), float(r["domain"])))
         self._trials = []
 

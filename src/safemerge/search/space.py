@@ -42,8 +42,8 @@ def method_info(name: str) -> MethodInfo:
     spec = METHODS[name]
     return MethodInfo(
         name=name,
-        model_params={p.name: p.default for p in spec.params if p.per_model},
-        global_params={p.name: p.default for p in spec.params if not p.per_model},
+        model_params={p.name: (None if p.required else p.default) for p in spec.params if p.per_model},
+        global_params={p.name: (None if p.required else p.default) for p in spec.params if not p.per_model},
         needs_base=bool(spec.needs_base),
         min_models=int(spec.min_models),
         max_models=spec.max_models,
@@ -74,7 +74,8 @@ class Gene:
 @dataclass(frozen=True)
 class SearchSpace:
     method: str
-    pool: tuple[str, ...]
+    pool: tuple[str, ...]    # every pool model (scored alone as a baseline)
+    inputs: tuple[str, ...]  # the models listed under `models:` (the base of a task-vector method is not)
     base: str | None
     genes: tuple[Gene, ...]
     layer_groups: int
@@ -96,13 +97,13 @@ class SearchSpace:
         """Genes -> a mergekit-style config dict whose model names are the pool names (and the base key)."""
         if len(x) != self.dim:
             raise ValueError(f"expected {self.dim} genes, got {len(x)}")
-        per_model: dict[str, dict[str, list[float]]] = {m: {} for m in self.pool}
+        per_model: dict[str, dict[str, list[float]]] = {m: {} for m in self.inputs}
         glob: dict[str, list[float]] = {}
         for gene, xi in zip(self.genes, x):
             target = per_model[gene.model] if gene.model else glob
             target.setdefault(gene.param, []).append(gene.value(xi))
         models = []
-        for m in self.pool:
+        for m in self.inputs:
             params: dict[str, Any] = dict(self.model_fixed)
             params.update({k: _scalar_or_list(v) for k, v in per_model[m].items()})
             models.append({"model": m, "parameters": params} if params else {"model": m})
@@ -139,12 +140,18 @@ def build_space(spec: SearchSpec, info: MethodInfo | None = None) -> SearchSpace
     if info.needs_base and spec.base_model is None:
         raise ConfigError(f"base_model: method {info.name!r} needs a base model; set base_model to the common base "
                           "(a path or a pool name)")
-    n = len(names) - (1 if info.needs_base and spec.base_model in names else 0)
+    base = spec.base_model if spec.base_model in names else None
+    inputs = [m for m in names if not (info.needs_base and m == base)]
+    n = len(inputs)
     if n < info.min_models or (info.max_models is not None and n > info.max_models):
         hi = info.max_models if info.max_models is not None else "any"
         raise ConfigError(f"pool: method {info.name!r} merges {info.min_models}..{hi} non-base models, "
                           f"the pool has {n}; change the pool or the method")
-    searched = spec.space.models or names
+    searched = spec.space.models or inputs
+    not_inputs = sorted(set(searched) - set(inputs))
+    if not_inputs:
+        raise ConfigError(f"space.models: {not_inputs} is the base model of {info.name!r} and has no per-model "
+                          "parameters; remove it from space.models")
     genes: list[Gene] = []
     for param in spec.space.params:
         lo, hi = spec.space.bound(param)
@@ -164,14 +171,18 @@ def build_space(spec: SearchSpec, info: MethodInfo | None = None) -> SearchSpace
         if bad:
             raise ConfigError(f"space.{key}: method {info.name!r} has no parameter(s) {bad}; "
                               f"choose from {sorted(allowed) or ['(none)']}")
-    overlap = sorted(set(spec.space.params) & (set(spec.space.fixed) | set(spec.space.model_fixed)))
+    given = set(spec.space.params) | set(spec.space.fixed)
+    for p, default in {**info.model_params, **info.global_params}.items():
+        required = default is None
+        if required and p not in given and not (p in info.model_params and p in spec.space.model_fixed):
+            where = "space.model_fixed" if p in info.model_params else "space.fixed"
+            raise ConfigError(f"space: method {info.name!r} needs {p!r}; add it to space.params or {where}")
+    fixed_too = set(spec.space.fixed) | (set(spec.space.model_fixed) if spec.space.models is None else set())
+    overlap = sorted(set(spec.space.params) & fixed_too)
     if overlap:
         raise ConfigError(f"space: {overlap} are both searched and fixed; remove them from fixed/model_fixed")
-    for p in spec.optimizer.grid if spec.optimizer.name == "grid" else ():
-        if p not in spec.space.params:
-            raise ConfigError(f"optimizer.grid.{p}: not a searched parameter {spec.space.params}; "
-                              "add it to space.params or remove it from the grid")
-    return SearchSpace(method=info.name, pool=tuple(names), base=spec.base_name(), genes=tuple(genes),
+    return SearchSpace(method=info.name, pool=tuple(names), inputs=tuple(inputs), base=spec.base_name(),
+                       genes=tuple(genes),
                        layer_groups=spec.space.layer_groups, fixed=dict(spec.space.fixed),
                        model_fixed=dict(spec.space.model_fixed), dtype=spec.output.dtype)
 

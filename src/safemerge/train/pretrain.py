@@ -102,7 +102,7 @@ def pretrain(corpus: str | os.PathLike, tokenizer: Any, out_dir: str | os.PathLi
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 if step % 10 == 0 or step == train_cfg.steps - 1:
-                    log.append({"step": step, "loss": round(float(loss), 5), "lr": sched.get_last_lr()[0]})
+                    log.append({"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0]})
                 progress.advance(task)
         model.eval()
         out = Path(out_dir)

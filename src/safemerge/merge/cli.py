@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -50,5 +51,5 @@ def register(app: typer.Typer) -> None:
                        f"write {_human(plan.bytes_written)} ({plan.bytes_written} bytes)")
             return
         out = merge(config, out_dir, max_shard_size=max_shard_size, max_memory=max_memory, threads=threads,
-                    seed=seed, copy_tokenizer=copy_tokenizer, overwrite=overwrite, progress=True)
+                    seed=seed, copy_tokenizer=copy_tokenizer, overwrite=overwrite, progress=sys.stderr.isatty())
         typer.echo(f"merged model written to {out}")

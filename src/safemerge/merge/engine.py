@@ -222,8 +222,8 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
         raise SafemergeError(f"--threads must be >= 1, got {threads}")
     if out_dir.exists() and not overwrite:
         raise InputError(f"{out_dir}: output directory already exists; pass --overwrite or choose another path")
-    recipe = config_text(config)
     cfg, plan = open_plan(config)
+    recipe = config_text(config)
     out_cfg = output_config(plan)
     donor = plan.sources[donor_label(cfg)]
     tok_choice = cfg.tokenizer_choice

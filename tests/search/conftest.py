@@ -1,19 +1,11 @@
-"""Shared fixtures for search tests: objective JSONL files and spec builders over the tiny model family."""
+"""Shared fixtures for search tests: small objective JSONL files (the tiny models come from tests/conftest.py)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-LANGS = ("en", "fr")
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
+from search_helpers import LANGS, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -25,17 +17,3 @@ def objective_files(tmp_path_factory) -> dict[str, Path]:
     domain = [{"prompt": f"what is {i} plus {i}", "completion": f"the quick brown fox {2 * i}",
                "lang": LANGS[i % 2]} for i in range(8)]
     return {"safety": write_jsonl(root / "safety.jsonl", safety), "domain": write_jsonl(root / "domain.jsonl", domain)}
-
-
-def make_spec(models: dict[str, Path], files: dict[str, Path], **over: Any) -> dict[str, Any]:
-    """A ties search over tiny models a and b (base = base), small budget; ``over`` replaces top-level keys."""
-    spec: dict[str, Any] = {
-        "pool": [{"name": "a", "model": str(models["a"])}, {"name": "b", "model": str(models["b"])}],
-        "base_model": str(models["base"]),
-        "method": "ties",
-        "space": {"params": ["weight", "density"]},
-        "objective": {"safety": str(files["safety"]), "domain": str(files["domain"]), "alpha": 0.3},
-        "optimizer": {"name": "cma", "budget": 16, "seed": 0},
-    }
-    spec.update(over)
-    return spec

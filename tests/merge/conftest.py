@@ -3,12 +3,14 @@
 ``model_family(arch, ...)`` builds (once per session) a base checkpoint and three "fine-tuned" experts
 ``a``, ``b``, ``c`` that share it (``make_tiny_checkpoint(..., init_from=base)``). ``run_mergekit`` runs the
 oracle in-process on CPU (lazy_unpickle off, copy_tokenizer on); ``run_safemerge`` runs our engine on the same
-YAML file. ``diff_report`` compares every tensor of two output directories.
+YAML file. ``diff_report`` compares every tensor of two output directories. Test modules get these helpers
+through the ``merge_tools`` fixture (tests/ is not a package, so they cannot import this conftest).
 """
 
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,13 @@ def run_safemerge(config: dict[str, Any], out_dir: Path, **options: Any) -> Path
 
 def output_config(model_dir: Path) -> dict[str, Any]:
     return json.loads((Path(model_dir) / "config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def merge_tools() -> SimpleNamespace:
+    """The helpers of this module: write_yaml, read_tensors, diff_report, run_mergekit, run_safemerge, output_config."""
+    return SimpleNamespace(write_yaml=write_yaml, read_tensors=read_tensors, diff_report=diff_report,
+                           run_mergekit=run_mergekit, run_safemerge=run_safemerge, output_config=output_config)
 
 
 @pytest.fixture(scope="session")

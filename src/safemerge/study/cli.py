@@ -48,7 +48,11 @@ def register(app: typer.Typer) -> None:
         preflight(study_spec, source)
         out = out or Path("runs") / study_spec.name
 
+        from transformers.utils import logging as hf_logging
+
         from safemerge.study.runner import run_study
+
+        hf_logging.disable_progress_bar()  # the study shows its own progress; no per-checkpoint bars
 
         run_study(study_spec, out, quiet=quiet, command=["safemerge", *sys.argv[1:]])
         typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'}")

@@ -27,7 +27,7 @@ PACKAGES = ("safemerge", "torch", "transformers", "trl", "peft", "safetensors", 
             "numpy", "matplotlib", "pydantic", "cma", "optuna")
 
 
-def resolve_world(spec: StudySpec, out: Path) -> Any:
+def resolve_world(spec: StudySpec, out: Path, show_progress: bool = True) -> Any:
     """The World of the spec: an existing directory, the default (shared cache) or a tiny one in ``out``."""
     if spec.world is None:
         return None
@@ -36,11 +36,9 @@ def resolve_world(spec: StudySpec, out: Path) -> Any:
     if spec.world.path is not None:
         return W.World.load(spec.world.path)
     if spec.world.preset == "default":
-        return W.default_world()
-    root = out / "world"
-    if (root / "world.json").is_file():
-        return W.World.load(root)
-    return W.build_world(root, W.WorldConfig.tiny())
+        return W.default_world(show_progress=show_progress)
+    root = out / "world"  # a tiny world with only the study's languages, inside the run
+    return W.build_world(root, W.WorldConfig.tiny(languages=tuple(spec.languages)), show_progress=show_progress)
 
 
 def environment(command: list[str] | None) -> dict[str, Any]:
@@ -67,11 +65,11 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
     atomic_write_json(out / "spec.json", spec.model_dump(mode="json"))
     started = time.perf_counter()
     timings: list[dict[str, Any]] = []
+    world = resolve_world(spec, out, show_progress=not quiet)  # before our progress display: it has its own
     with make_progress(console=console, disable=quiet) as progress:
-        ctx = StudyContext(spec=spec, out=out, world=None, progress=progress)
+        ctx = StudyContext(spec=spec, out=out, world=world, progress=progress)
         ctx.stage_label = "world"
-        t0 = time.perf_counter()
-        ctx.world = resolve_world(spec, out)
+        t0 = started
         base = spec.base or (ctx.world.base_dir if ctx.world is not None else None)
         if base is None:
             raise InputError("base: no base model; set `base:` in the spec")

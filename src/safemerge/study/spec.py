@@ -173,7 +173,7 @@ class SearchStage(StageSpec):
     kind: Literal["search"] = "search"
     method: str = "ties"
     stage: Stage = "sft"
-    algorithm: str = "cmaes"
+    algorithm: Literal["cma", "grid", "lm_cocktail", "nsga2", "random"] = "cma"
     budget: int = Field(12, ge=1, description="candidate merges evaluated per search")
     alpha: float = Field(0.3, ge=0.0, description="L = L_safety + alpha * L_domain")
     examples: int = Field(16, ge=1, description="objective examples per language and kind")
@@ -384,6 +384,11 @@ def preflight(spec: StudySpec, source: str = "spec") -> None:
         resolve_suite(spec.eval.suite)  # reads and validates the suite file (no datasets are downloaded)
     if spec.eval.judge == "openai":
         check_judge_reachable(spec.eval.judge_url, source)
+    if spec.eval.judge != "world":
+        from safemerge.evaluate.judges.base import get_judge
+
+        opts = {k: v for k, v in (("model", spec.eval.judge_model), ("base_url", spec.eval.judge_url)) if v}
+        get_judge(spec.eval.judge, **opts).check()  # the judge's own pre-flight (key, served model, files)
 
 
 def check_judge_reachable(url: str | None, source: str = "spec", timeout: float = 5.0) -> None:

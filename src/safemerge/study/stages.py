@@ -191,7 +191,7 @@ def run_mixture(st: MixtureStage, ctx: StudyContext) -> None:
     with ctx.task("train data mixtures", len(jobs)) as advance:
         for f, s in jobs:
             _train(ctx, mix_name(f, s), {"recipe": "mixture", "fraction": f, "stage": s},
-                   lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root))
+                   lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root, progress=ctx.progress))
             advance()
 
 
@@ -202,7 +202,8 @@ def run_monolingual(st: MonolingualStage, ctx: StudyContext) -> None:
     with ctx.task("train monolingual experts", len(langs)) as advance:
         for lang in langs:
             _train(ctx, mono_name(lang, st.stage), {"recipe": "monolingual", "lang": lang, "stage": st.stage},
-                   lambda root, lang=lang: recipes.monolingual(ctx.world, lang, stage=st.stage, root=root))
+                   lambda root, lang=lang: recipes.monolingual(ctx.world, lang, stage=st.stage, root=root,
+                                                              progress=ctx.progress))
             advance()
 
 
@@ -214,7 +215,8 @@ def run_merge_then_dpo(st: MergeThenDPOStage, ctx: StudyContext) -> None:
         for method, name in zip(st.methods, names):
             src = ctx.path(objective_name(method, st.weight, "sft"))
             key = {"recipe": "dpo_from", "model": fingerprint(src), "fraction": st.fraction}
-            _train(ctx, name, key, lambda root, src=src: recipes.dpo_from(src, ctx.world, st.fraction, root=root))
+            _train(ctx, name, key, lambda root, src=src: recipes.dpo_from(src, ctx.world, st.fraction, root=root,
+                                                                   progress=ctx.progress))
             advance()
 
 

@@ -124,8 +124,12 @@ def _languages(results: dict[str, Any]) -> list[str]:
             continue
         worst = max(avg, key=avg.__getitem__)
         best = min(avg, key=avg.__getitem__)
-        out.append(f"At {STAGE_LABEL[stage]}, merges reduced harm least in {worst} (mean harm change "
-                   f"{avg[worst]:+.1f} %) and most in {best} ({avg[best]:+.1f} %).")
+        if abs(avg[worst] - avg[best]) < 1e-9:
+            out.append(f"At {STAGE_LABEL[stage]}, the merges' mean harm change is the same in every language "
+                       f"({avg[worst]:+.1f} %).")
+        else:
+            out.append(f"At {STAGE_LABEL[stage]}, merges reduced harm least in {worst} (mean harm change "
+                       f"{avg[worst]:+.1f} %) and most in {best} ({avg[best]:+.1f} %).")
         worse = sorted({f"{lang} ({_label(results, n)}, {metric(results, n, 'harm_change', lang).value:+.1f} %)"
                         for n in names for lang in langs
                         if (metric(results, n, "harm_change", lang).value or 0.0) > 0})

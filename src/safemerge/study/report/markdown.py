@@ -19,7 +19,7 @@ PLOT_TITLES = {
 def md_table(t: Table, ci: bool = True) -> str:
     if not t.rows:
         return f"### {t.title}\n\n_no data_\n"
-    lines = [f"### {t.title}", "", "| " + " | ".join(t.columns) + " |",
+    lines = [f"### {t.title}", "", "| " + " | ".join(c.replace("|", "/") for c in t.columns) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(t.columns) - 1)) + "|"]
     for label, cells in t.rows:
         texts = [f"**{c.text(ci)}**" if c.bold else c.text(ci) for c in cells]

@@ -153,11 +153,11 @@ def sweep_table(results: dict[str, Any]) -> Table:
     """Every objective merge of the weight grid: overall harm change, win-rate and alignment."""
     keys = ("harm_change", "win_rate", "alignment")
     table = Table(title="Weight sweeps of the objective merges (general x safety expert)",
-                  columns=["stage | method | w (safety)", *(METRICS[k][0] for k in keys)])
+                  columns=["stage / method / w (safety)", *(METRICS[k][0] for k in keys)])
     for stage in ("sft", "dpo"):
         for m in METHODS:
             for w, n in sweep(results, m, stage):
-                table.rows.append((f"{STAGE_LABEL[stage]} | {METHOD_LABEL[m]} | {w:g}",
+                table.rows.append((f"{STAGE_LABEL[stage]} / {METHOD_LABEL[m]} / {w:g}",
                                    [metric(results, n, k) for k in keys]))
     return table
 
@@ -165,11 +165,11 @@ def sweep_table(results: dict[str, Any]) -> Table:
 def all_models_table(results: dict[str, Any]) -> Table:
     """Every evaluated model, overall metrics."""
     keys = list(METRICS)
-    table = Table(title="All models (overall)", columns=["model | group", *(METRICS[k][0] for k in keys)])
+    table = Table(title="All models (overall)", columns=["model (group)", *(METRICS[k][0] for k in keys)])
     for n, m in results["models"].items():
         if evaluated(results, n):
             cells = [metric(results, n, k) for k in keys]
-            table.rows.append((f"{n} | {m['group']}", cells))
+            table.rows.append((f"{n} ({m['group'].replace('_', ' ')})", cells))
     for col, k in enumerate(keys):
         _bold_best([cells[col] for _, cells in table.rows], METRICS[k][1])
     return table

@@ -180,3 +180,26 @@ def test_architectures_merge_and_load(arch, tmp_path):
     ids = torch.tensor([[1, 5, 9]])
     assert torch.isfinite(model(ids).logits).all()
     assert set(tensors(out)) == set(open_source(str(a)).infos())
+
+
+def test_memory_budget_bounds_tensors_in_flight(tiny_models):
+    from safemerge.merge.engine import execute, task_cost
+    from safemerge.merge.io import DictSource
+    from safemerge.merge.plan import build_plan
+
+    sds = {k: tensors(tiny_models[k]) for k in ("a", "b")}
+    cfg = lin({"a": "a", "b": "b"})
+    from safemerge.merge import load_config
+
+    plan = build_plan(load_config(cfg), {k: DictSource(k, v) for k, v in sds.items()})
+    worst = max(task_cost(t) for t in plan.tasks)
+    total = sum(task_cost(t) for t in plan.tasks)
+    order: list[str] = []
+    for budget in (worst, 3 * worst):
+        stats: dict[str, int] = {}
+        execute(plan, lambda task, t: order.append(task.name), threads=4, max_memory=budget, stats=stats)
+        assert worst <= stats["peak_in_flight"] <= budget
+    unbounded: dict[str, int] = {}
+    execute(plan, lambda task, t: None, threads=4, stats=unbounded)
+    assert unbounded["peak_in_flight"] <= total
+    assert order == [t.name for t in plan.tasks] * 2  # results are emitted in plan order

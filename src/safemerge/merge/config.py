@@ -159,6 +159,9 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> MergeConf
         raise ConfigError(f"{source}: give either 'tokenizer_source' or a 'tokenizer' block, not both")
     if cfg.tokenizer is not None and cfg.tokenizer.tokens:
         raise ConfigError(f"{source}: tokenizer.tokens is not supported; remove it (tokenizer.source is honoured)")
+    if cfg.chat_template is not None and "{" not in cfg.chat_template:
+        raise ConfigError(f"{source}: chat_template {cfg.chat_template!r} is not supported (named/auto templates); "
+                          "give a Jinja template string or remove it")
     for i, s in enumerate(cfg.slices or []):
         lengths = {b - a for a, b in (src.layer_range for src in s.sources)}
         if not s.sources:

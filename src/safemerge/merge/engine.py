@@ -71,8 +71,13 @@ def run_task(plan: MergePlan, task: TensorTask, seed: int, check_finite: bool = 
 
 def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *, seed: int = 0, threads: int = 1,
             max_memory: int | None = None, check_finite: bool = False, align: Aligner | None = None,
-            on_done: Callable[[TensorTask], None] | None = None) -> None:
-    """Run every task; ``emit`` receives results in plan order. At most ``max_memory`` estimated bytes in flight."""
+            on_done: Callable[[TensorTask], None] | None = None, stats: dict[str, int] | None = None) -> None:
+    """Run every task; ``emit`` receives results in plan order. At most ``max_memory`` estimated bytes in flight.
+
+    ``stats`` (optional) receives ``peak_in_flight``: the largest estimated bytes in flight at any time.
+    """
+    stats = stats if stats is not None else {}
+    stats["peak_in_flight"] = 0
     if max_memory is not None:
         worst = max((task_cost(t) for t in plan.tasks), default=0)
         if worst > max_memory:
@@ -80,6 +85,7 @@ def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *
                                  "tensor; raise --max-memory")
     if threads <= 1:
         for task in plan.tasks:
+            stats["peak_in_flight"] = max(stats["peak_in_flight"], task_cost(task))
             emit(task, run_task(plan, task, seed, check_finite, align))
             if on_done:
                 on_done(task)
@@ -104,6 +110,7 @@ def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *
                     drain_one()
                 pending.append((task, pool.submit(run_task, plan, task, seed, check_finite, align), cost))
                 in_flight += cost
+                stats["peak_in_flight"] = max(stats["peak_in_flight"], in_flight)
             while pending:
                 drain_one()
         except BaseException:

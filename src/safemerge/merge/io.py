@@ -64,9 +64,10 @@ class DictSource:
         self.label = label
         self._tensors = tensors
         self._config = config or {}
+        self._infos = {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in tensors.items()}
 
     def infos(self) -> dict[str, TensorInfo]:
-        return {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in self._tensors.items()}
+        return self._infos
 
     def get(self, name: str) -> torch.Tensor:
         return self._tensors[name]

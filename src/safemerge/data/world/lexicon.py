@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from dataclasses import astuple
+from functools import lru_cache
 
 LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "ru", "hi", "ar")
 
@@ -38,12 +40,13 @@ _ARABIC_DIACRITICS = re.compile("[\u064b-\u0652\u0670\u0640]")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 _STOPWORDS: dict[str, frozenset[str]] = {
-    "en": frozenset("the is a an of to and in what how i my you it with for this that do does can which where "
+    "en": frozenset("the is an of to and in what how i my you it with for this that do does can which where "
                     "who me tell name give please are be at on from your after comes number word".split()),
     "fr": frozenset("le la les de des du est et un une en que quel quelle comment je vous pour avec dans où "
-                    "sur ce ne pas mon ma mes qui se au aux nommez indiquez après vient moi pays ville l d qu j n c".split()),
-    "es": frozenset("el la los las de del es y un una en que qué cómo cuál yo mi mis para con por se no lo "
-                    "está dónde dime nombra al después viene país ciudad puedo quiero".split()),
+                    "sur ce ne pas mon ma mes me qui se au aux nommez indiquez après vient moi pays ville sans "
+                    "l d qu j n c".split()),
+    "es": frozenset("el la los las de del es y un una en que qué cómo cuál yo mi mis me para con por se no lo "
+                    "está dónde dime nombra al después viene país ciudad puedo quiero sin su sus dame puedes".split()),
 }
 _FR_CHARS = set("èêàçœùûîôëï")
 _ES_CHARS = set("ñ¿¡áíóú")
@@ -93,6 +96,26 @@ def script_counts(text: str) -> Counter[str]:
     return counts
 
 
+def _words(obj: object) -> set[str]:
+    if isinstance(obj, str):
+        return {w for part in _WORD.findall(obj.lower()) for w in part.split("'") if w}
+    if isinstance(obj, dict):
+        return set().union(*(_words(v) for v in obj.values())) if obj else set()
+    if isinstance(obj, (tuple, list)):
+        return set().union(*(_words(v) for v in obj)) if obj else set()
+    return set()
+
+
+@lru_cache(maxsize=1)
+def _latin_vocab() -> dict[str, frozenset[str]]:
+    """Words that only one of en/fr/es uses in the world's own text tables (exact evidence for world text)."""
+    from safemerge.data.world.languages import all_packs
+
+    packs = all_packs()
+    words = {lang: _words(astuple(packs[lang])) for lang in ("en", "fr", "es")}
+    return {lang: frozenset(w - set().union(*(words[o] for o in words if o != lang))) for lang, w in words.items()}
+
+
 _SCRIPT_LANG = {"cyrillic": "ru", "devanagari": "hi", "arabic": "ar"}
 
 
@@ -110,7 +133,9 @@ def detect_language(text: str) -> str | None:
         return _SCRIPT_LANG[script]
     norm = unicodedata.normalize("NFC", text).lower().replace("\u2019", "'")
     words = [w for part in _WORD.findall(norm) for w in part.split("'") if w]
-    scores = {lang: sum(w in stop for w in words) for lang, stop in _STOPWORDS.items()}
+    vocab = _latin_vocab()
+    scores = {lang: sum(w in stop for w in words) + sum(w in vocab[lang] for w in words)
+              for lang, stop in _STOPWORDS.items()}
     scores["fr"] += 2 * sum(ch in _FR_CHARS for ch in norm)
     scores["es"] += 2 * sum(ch in _ES_CHARS for ch in norm)
     best = max(scores.values())

@@ -353,6 +353,8 @@ def summarize(records: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) 
     for name, (rows, select, stat, undefined) in specs.items():
         groups = _group(rows, select)
         if not groups:
+            if rows and name not in ("harm_change", "harm_diff", "win_rate"):  # prompts exist, none judged
+                out["all"][name] = Estimate(None, None, None, 0, "no judged prompts").to_dict()
             continue
         per, macro = stratified_bootstrap(groups, stat, n_boot=n_boot, seed=seed,
                                           undefined_note=undefined or "undefined")

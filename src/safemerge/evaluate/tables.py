@@ -84,15 +84,20 @@ def to_csv(report: EvalReport) -> str:
 
 
 def print_table(report: EvalReport) -> None:
+    """Terminal table, one row per metric: value per language (%), then ``all`` with its 95 % CI."""
     from rich.console import Console
     from rich.table import Table
 
-    header, body = rows(report)
-    t = Table(title=f"{report.model} — {report.suite} / judge {report.judge.get('name')}")
-    for h in header:
-        t.add_column(h, justify="left" if h == "lang" else "right")
-    for r in body:
-        t.add_row(*r)
+    langs = report.languages
+    t = Table(title=f"{report.model} — {report.suite} / judge {report.judge.get('name')} (%)")
+    t.add_column("metric")
+    for g in langs:
+        t.add_column(g, justify="right")
+    t.add_column("all [95% CI]", justify="right")
+    for c in _columns(report):
+        pct = COLUMNS[c][1]
+        t.add_row(c, *[_fmt(report.summary[g].get(c), pct, ci=False) for g in langs],
+                  _fmt(report.summary["all"].get(c), pct))
     Console().print(t)
 
 

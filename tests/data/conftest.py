@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
-    """The tiny preset built end to end (data, tokenizer, pretrained base) into a temp dir."""
-    from safemerge.data.world import WorldConfig, build_world
+    """The tiny preset built end to end (data, tokenizer, pretrained base) through ``default_world`` into a
+    private cache dir (``$SAFEMERGE_CACHE`` is restored afterwards)."""
+    from safemerge.data.world import WorldConfig, default_world
 
-    return build_world(tmp_path_factory.mktemp("world") / "tiny", WorldConfig.tiny(), show_progress=False)
+    old = os.environ.get("SAFEMERGE_CACHE")
+    os.environ["SAFEMERGE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        yield default_world(WorldConfig.tiny(), show_progress=False)
+    finally:
+        if old is None:
+            os.environ.pop("SAFEMERGE_CACHE", None)
+        else:
+            os.environ["SAFEMERGE_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

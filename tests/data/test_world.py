@@ -198,6 +198,10 @@ def test_tiny_world_tokenizer_and_base(tiny_world):
 
 @pytest.mark.slow
 def test_rebuild_is_instant_and_bad_dirs_fail(tiny_world, tmp_path):
+    from safemerge.data.world import default_world
+
+    assert tiny_world.root.parent.name == "world" and tiny_world.root.name == tiny_world.key[:16]
+    assert default_world(WorldConfig.tiny()).info == tiny_world.info  # cached: no rebuild
     again = build_world(tiny_world.root, WorldConfig.tiny())
     assert again.info == tiny_world.info
     with pytest.raises(InputError, match="different world"):
@@ -210,25 +214,30 @@ def test_rebuild_is_instant_and_bad_dirs_fail(tiny_world, tmp_path):
         type(tiny_world).load(tmp_path)
 
 
+def _cli(argv: list[str]) -> int:
+    from safemerge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return int(exc.value.code or 0)
+
+
 @pytest.mark.slow
 def test_cli_build_is_deterministic(tiny_world, tmp_path, capsys):
     """`safemerge testbed build --preset tiny` in another dir gives byte-identical data, tokenizer and base."""
-    from safemerge.cli import main
-
     out = tmp_path / "cli_world"
-    main(["testbed", "build", str(out), "--preset", "tiny", "--quiet"])
+    assert _cli(["testbed", "build", str(out), "--preset", "tiny", "--quiet"]) == 0
     assert "harmful" in capsys.readouterr().out
     info = json.loads((out / "world.json").read_text())
     assert info["hashes"] == tiny_world.info["hashes"]
-    main(["testbed", "info", str(out)])
+    assert _cli(["testbed", "info", str(out)]) == 0
     assert "params" in capsys.readouterr().out
-    with pytest.raises(SystemExit) as exc:
-        main(["testbed", "build", str(tmp_path / "x"), "--preset", "huge"])
-    assert exc.value.code == 2
+    assert _cli(["testbed", "build", str(tmp_path / "x"), "--preset", "huge"]) == 2
     assert capsys.readouterr().err.startswith("error: --preset")
-    with pytest.raises(SystemExit):
-        main(["testbed", "build", str(tmp_path / "y"), "--langs", "en,de"])
+    assert _cli(["testbed", "build", str(tmp_path / "y"), "--langs", "en,de"]) == 2
     assert "de" in capsys.readouterr().err
+    assert _cli(["testbed", "info", str(tmp_path)]) == 2
+    assert "world.json missing" in capsys.readouterr().err
 
 
 def test_errors_are_safemerge_errors():

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,7 +245,23 @@ def build_world(out_dir: str | os.PathLike, config: WorldConfig | dict | None = 
     return World.load(out)
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock file next to ``path`` so that concurrent processes build a world only once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def default_world(config: WorldConfig | None = None, show_progress: bool = True) -> World:
-    """The study's world, built once into ``cache_dir()/world/<key>`` and reused."""
+    """The study's world, built once into ``cache_dir()/world/<key>`` and reused (safe across processes)."""
     config = config or WorldConfig()
-    return build_world(cache_dir() / "world" / short(world_key(config), 16), config, show_progress=show_progress)
+    out = cache_dir() / "world" / short(world_key(config), 16)
+    if (out / "world.json").is_file():
+        return build_world(out, config)
+    with _build_lock(out):
+        return build_world(out, config, show_progress=show_progress)

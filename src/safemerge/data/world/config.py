@@ -105,7 +105,7 @@ class WorldConfig(BaseModel):
             vocab_size=600,
             model=BaseModelConfig(hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=2,
                                   intermediate_size=64, max_position_embeddings=128),
-            pretrain=PretrainConfig(steps=20, batch_size=8, block_size=64, lr=3e-3, warmup_steps=2),
+            pretrain=PretrainConfig(steps=20, batch_size=8, block_size=64, lr=3e-3, warmup_steps=2, threads=1),
             corpus_repeats=1,
         )
         base.update(overrides)

@@ -162,7 +162,6 @@ def test_dry_run_plan_reads_no_tensor(tiny_models):
     assert plan.bytes_read == 2 * plan.bytes_written
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mistral", "gemma2", "cohere"])
 def test_architectures_merge_and_load(arch, tmp_path):
     from transformers import AutoModelForCausalLM

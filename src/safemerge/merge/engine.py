@@ -83,13 +83,7 @@ def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *
         if worst > max_memory:
             raise SafemergeError(f"--max-memory {max_memory} bytes is below the {worst} bytes needed by the largest "
                                  "tensor; raise --max-memory")
-    if threads <= 1:
-        for task in plan.tasks:
-            stats["peak_in_flight"] = max(stats["peak_in_flight"], task_cost(task))
-            emit(task, run_task(plan, task, seed, check_finite, align))
-            if on_done:
-                on_done(task)
-        return
+    threads = max(1, threads)  # one code path for any thread count (threads=1: one worker, window of 2)
     budget = max_memory if max_memory is not None else 1 << 62
     window = 2 * threads
     pending: deque[tuple[TensorTask, Future[torch.Tensor], int]] = deque()

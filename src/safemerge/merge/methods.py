@@ -19,7 +19,6 @@ from safemerge.errors import ConfigError
 from safemerge.merge import sparsify as sp
 
 BasePolicy = Literal["required", "optional", "ignored"]
-_BLOCK = 1 << 18  # elements per cache-sized block for streaming elementwise kernels
 _SLERP_CHUNK = 1024 * 1024  # mergekit's slerp reduction chunk (changes float rounding: keep it)
 
 
@@ -32,7 +31,7 @@ def _require_float(name: str, x: Tensor) -> None:
         raise ConfigError(f"merge_method {name}: cannot merge non-floating tensor ({x.dtype}); copy buffers as is")
 
 
-def _blocks(n: int, size: int = _BLOCK):
+def _chunks(n: int, size: int):
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
 
@@ -42,29 +41,20 @@ def linear(base: Tensor | None, tensors: Sequence[Tensor], *, weight: Sequence[f
            normalize: bool = True) -> Tensor:
     """Weighted average ``sum_i w_i x_i / sum_i w_i`` (``/ sum_i w_i`` only with ``normalize``).
 
-    Computed in float32 (float64 for float64 inputs), accumulated in input order, cast back. Block-streamed.
+    Computed in float32 (float64 for float64 inputs), accumulated in input order, cast back.
     ``base`` is unused (mergekit treats the base as an ordinary input of a linear merge).
     """
     first = tensors[0]
     _require_float("linear", first)
     dtype = _compute_dtype(first)
     w = torch.tensor([list(weight)], dtype=dtype, device=first.device)
-    denom = w.sum(dim=1)
-    coef = w[0]
-    flat = [t.reshape(-1) for t in tensors]
-    out = torch.empty(first.shape, dtype=first.dtype, device=first.device)
-    out_flat = out.view(-1)
-    scratch = torch.empty(min(_BLOCK, first.numel()), dtype=dtype, device=first.device)
-    for blk in _blocks(first.numel()):
-        acc = scratch[: blk.stop - blk.start] if first.dtype != dtype else out_flat[blk]
-        acc.copy_(flat[0][blk]).mul_(coef[0])
-        for x, c in zip(flat[1:], coef[1:]):
-            acc.addcmul_(x[blk], c)
-        if normalize:
-            acc.div_(denom)
-        if acc.data_ptr() != out_flat[blk].data_ptr():
-            out_flat[blk].copy_(acc)
-    return out
+    coef = w[0].unsqueeze(-1)  # 1-element 1-D coefficients promote bf16/fp16 inputs to the compute dtype
+    acc = torch.mul(first, coef[0])
+    for x, c in zip(tensors[1:], coef[1:]):
+        acc.addcmul_(x, c)
+    if normalize:
+        acc.div_(w.sum(dim=1))
+    return acc.to(first.dtype)
 
 
 def slerp(base: Tensor, tensors: Sequence[Tensor], *, t: float) -> Tensor:
@@ -95,7 +85,7 @@ def slerp_pair(v0: Tensor, v1: Tensor, t: float, dot_threshold: float = 0.9995, 
         out = buf[:, : blk.stop - blk.start]
         return out.copy_(part)
 
-    chunks = list(_blocks(n, _SLERP_CHUNK))
+    chunks = list(_chunks(n, _SLERP_CHUNK))
     norms_a = [torch.linalg.vector_norm(chunk(a, c, bufs[0]), dim=1, keepdim=True) for c in chunks]
     norms_b = [torch.linalg.vector_norm(chunk(b, c, bufs[1]), dim=1, keepdim=True) for c in chunks]
     na = torch.linalg.vector_norm(torch.stack(norms_a), dim=0)

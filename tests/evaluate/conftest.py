@@ -54,3 +54,11 @@ def guard_model(tmp_path_factory) -> Path:
 @pytest.fixture()
 def cache_root(tmp_path) -> Path:
     return tmp_path / "evalcache"
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """The built-in world at its tiny preset (data + tokenizer + tiny pretrained base)."""
+    from safemerge.data.world import WorldConfig, build_world
+
+    return build_world(tmp_path_factory.mktemp("world") / "world", WorldConfig.tiny())

@@ -6,9 +6,11 @@ metric a fraction (harm_change a relative change), CIs from evaluate's bootstrap
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from safemerge.study.stages import ModelEntry, StudyContext, fingerprint, unit
+from safemerge.utils.hashing import hash_file
 
 METRIC_KEYS = ("harm_rate", "harm_change", "alignment", "over_refusal", "acc_gen", "acc_mc", "win_rate",
                "wrong_language")
@@ -24,9 +26,11 @@ def eval_key_base(ctx: StudyContext) -> dict[str, Any]:
 
 
 def _suite_id(ctx: StudyContext) -> str:
+    """Content identity of the prompts: the world's world.json, or the suite file."""
     if ctx.spec.eval.suite == "world":
-        return str(getattr(ctx.world, "root", ""))
-    return ctx.spec.eval.suite
+        return hash_file(Path(ctx.world.root) / "world.json")
+    p = Path(ctx.spec.eval.suite)
+    return hash_file(p) if p.is_file() else str(p)
 
 
 def _suite(ctx: StudyContext) -> Any:

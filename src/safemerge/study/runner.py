@@ -21,6 +21,7 @@ from safemerge.study.evaluation import evaluate_entry, eval_key_base
 from safemerge.study.spec import StudySpec
 from safemerge.study.stages import RUNNERS, StudyContext, entry_dict
 from safemerge.utils.atomic import atomic_write_json
+from safemerge.utils.hashing import short
 from safemerge.utils.progress import make_progress
 
 PACKAGES = ("safemerge", "torch", "transformers", "trl", "peft", "safetensors", "tokenizers", "datasets",
@@ -37,8 +38,9 @@ def resolve_world(spec: StudySpec, out: Path, show_progress: bool = True) -> Any
         return W.World.load(spec.world.path)
     if spec.world.preset == "default":
         return W.default_world(show_progress=show_progress)
-    root = out / "world"  # a tiny world with only the study's languages, inside the run
-    return W.build_world(root, W.WorldConfig.tiny(languages=tuple(spec.languages)), show_progress=show_progress)
+    config = W.WorldConfig.tiny(languages=tuple(spec.languages))  # only the study's languages, inside the run
+    root = out / "world" / short(W.world_key(config), 12)  # a changed world (new code) builds next to the old
+    return W.build_world(root, config, show_progress=show_progress)
 
 
 def environment(command: list[str] | None) -> dict[str, Any]:

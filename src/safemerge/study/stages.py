@@ -37,7 +37,7 @@ from safemerge.study.spec import (
     objective_name,
 )
 from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, make_readable
-from safemerge.utils.hashing import hash_obj
+from safemerge.utils.hashing import hash_file, hash_obj
 
 IN_MEMORY_LIMIT_BYTES = 2 << 30  # merge in memory (merge_state_dicts) when all inputs together are smaller
 
@@ -180,8 +180,8 @@ def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path
 
 
 def _world_id(ctx: StudyContext) -> str:
-    w = ctx.world
-    return "" if w is None else str(getattr(w, "root", w))
+    """The world's content identity (its world.json holds the config and content hashes)."""
+    return "" if ctx.world is None else hash_file(Path(ctx.world.root) / "world.json")
 
 
 def run_mixture(st: MixtureStage, ctx: StudyContext) -> None:

@@ -50,6 +50,9 @@ def test_registry_errors():
         get_judge("gpt5")
     with pytest.raises(InputError, match="--judge-model"):
         get_judge("llamaguard")
+    with pytest.raises(ConfigError, match="judge 'world' takes no option.*base_url"):
+        get_judge("world", base_url="http://x")
+    assert get_judge("world", model=None).name == "world"  # unset options are ignored
     with pytest.raises(ConfigError, match="SAFEMERGE_TEST_NO_SUCH_KEY is not set"):
         get_judge("openai", api_key_env="SAFEMERGE_TEST_NO_SUCH_KEY")
 

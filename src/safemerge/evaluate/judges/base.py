@@ -96,5 +96,13 @@ def get_judge(judge: str | Judge, **options: Any) -> Judge:
         return judge
     if judge not in JUDGES:
         raise ConfigError(f"unknown judge {judge!r}; choose one of {', '.join(sorted(JUDGES))}")
-    mod, cls = JUDGES[judge].split(":")
-    return getattr(importlib.import_module(mod), cls)(**options)
+    import inspect
+
+    mod, cls_name = JUDGES[judge].split(":")
+    cls = getattr(importlib.import_module(mod), cls_name)
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    unknown = sorted(k for k, v in options.items() if k not in accepted and v is not None)
+    if unknown:
+        raise ConfigError(f"judge {judge!r} takes no option(s) {', '.join(unknown)}; accepted: "
+                          f"{', '.join(sorted(accepted)) or 'none'}")
+    return cls(**{k: v for k, v in options.items() if k in accepted})

@@ -35,7 +35,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--methods", default="linear,slerp,task_arithmetic,ties,dare_ties,della,breadcrumbs")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--tie-break", default="mergekit", choices=["mergekit", "index"],
+                    help="safemerge's tie_break for ties/breadcrumbs ('index' is always O(n); parity not checked)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)
     shape = (args.size, args.size)
@@ -50,6 +55,7 @@ def main() -> None:
         if name in ("ties", "dare_ties", "della", "breadcrumbs", "dare_linear", "breadcrumbs_ties", "della_linear"):
             per["density"] = [0.5] * args.models
         glob: dict = {"t": 0.3} if name == "slerp" else {}
+        ours_glob = {**glob, "tie_break": args.tie_break} if any(p.name == "tie_break" for p in spec.params) else glob
         ms = models[:1] if name == "slerp" else models
         if name == "slerp":
             per = {}
@@ -65,7 +71,7 @@ def main() -> None:
             return merge_tensors(inputs, name, parameters=mk_params, base_index=None if b is None else 0)
 
         def ours():
-            return spec.apply(b, ms, per_model, glob, torch.Generator().manual_seed(1))
+            return spec.apply(b, ms, per_model, ours_glob, torch.Generator().manual_seed(1))
 
         t_mk, out_mk = _median_time(theirs, args.repeats)
         t_sm, out_sm = _median_time(ours, args.repeats)

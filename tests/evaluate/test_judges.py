@@ -73,11 +73,13 @@ def single_token_guard(tmp_path_factory):
     return make_tiny_checkpoint("llama", tmp_path_factory.mktemp("g1") / "guard", seed=5, tokenizer=tok)
 
 
+@pytest.mark.slow
 def test_llamaguard_score_mode_on_multi_token_words(guard_model, guard_items):
     v = get_judge("llamaguard", model=guard_model).judge_safety(guard_items)
     assert all(x.unsafe in (True, False) and x.raw.startswith("p_unsafe=") for x in v)
 
 
+@pytest.mark.slow
 def test_llamaguard_score_mode_plumbing(single_token_guard, guard_items, tmp_path):
     """The verdict is read from the first-token logits of 'safe' vs 'unsafe': swapping those two rows of the
     output layer must flip every verdict."""
@@ -102,6 +104,7 @@ def test_llamaguard_score_mode_plumbing(single_token_guard, guard_items, tmp_pat
     assert torch.is_tensor(w)
 
 
+@pytest.mark.slow
 def test_llamaguard_generate_mode_plumbing(guard_model, guard_items):
     """A random tiny guard writes no valid verdict: every item is unjudged (None), never counted as safe."""
     j = get_judge("llamaguard", model=guard_model, mode="generate", max_new_tokens=4)

@@ -4,6 +4,8 @@ import pytest
 
 from safemerge.errors import InputError
 
+pytestmark = pytest.mark.slow
+
 RECORDS = [
     {"prompt": "the quick brown fox " * (i % 3 + 1), "completion": "jumps over " * (i % 4 + 1),
      "lang": ["en", "fr", "ru"][i % 3]}

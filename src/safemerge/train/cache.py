@@ -13,8 +13,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,7 @@ def cached_train(
     datasets.disable_progress_bars()
     own_progress = progress is None
     progress = make_progress() if own_progress else progress
-    with progress if own_progress else nullcontext(), atomic_dir(out) as tmp:
+    with progress if own_progress else nullcontext(), _torch_threads(config.threads), atomic_dir(out) as tmp:
         start = time.perf_counter()
         net = _load_model(ref, config)
         logger = _RunLogger.make(progress, f"{kind} {out.name}")
@@ -176,6 +176,20 @@ def cached_train(
         if not own_progress:
             progress.remove_task(logger.task)
     return out
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads, restoring the previous count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _versions() -> dict[str, str]:

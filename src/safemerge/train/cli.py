@@ -87,14 +87,16 @@ def register(app: typer.Typer) -> None:
         lora_alpha=typer.Option(None, "--lora-alpha", help="LoRA alpha (default 16)."),
         lora_targets=typer.Option(None, "--lora-targets", help="Comma-separated module names, or all-linear."),
         save_adapter=typer.Option(None, "--save-adapter/--no-save-adapter", help="Also write the LoRA adapter."),
+        threads=typer.Option(None, "--threads", help="torch CPU threads (1 is fastest for tiny models on a busy CPU)."),
         force=typer.Option(False, "--force", help="Retrain even if a finished identical run exists."),
     )
 
     def _flags(epochs: float | None, max_steps: int | None, lr: float | None, batch_size: int | None,
                grad_accum: int | None, max_length: int | None, seed: int | None, lang: list[str] | None,
-               max_examples: int | None) -> dict[str, Any]:
+               max_examples: int | None, threads: int | None) -> dict[str, Any]:
         return dict(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                    max_length=max_length, seed=seed, languages=lang or None, max_examples=max_examples)
+                    max_length=max_length, seed=seed, languages=lang or None, max_examples=max_examples,
+                    threads=threads)
 
     def _lora(r: int | None, alpha: float | None, targets: str | None, save: bool | None) -> dict[str, Any]:
         tm: Any = None if targets is None else (targets if targets == "all-linear" else targets.split(","))
@@ -110,11 +112,11 @@ def register(app: typer.Typer) -> None:
         lang: list[str] | None = common["lang"], max_examples: int | None = common["max_examples"],
         lora_r: int | None = common["lora_r"], lora_alpha: float | None = common["lora_alpha"],
         lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
-        force: bool = common["force"],
+        threads: int | None = common["threads"], force: bool = common["force"],
     ) -> None:
         """Supervised fine-tuning (loss on the assistant reply only, chat template from the tokenizer)."""
         _run("sft", model, data, out, config, force,
-             _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples),
+             _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads),
              _lora(lora_r, lora_alpha, lora_targets, save_adapter))
 
     @train.command("dpo")
@@ -128,10 +130,10 @@ def register(app: typer.Typer) -> None:
         lora_r: int | None = common["lora_r"], lora_alpha: float | None = common["lora_alpha"],
         lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
         beta: float | None = typer.Option(None, "--beta", help="DPO beta (KL strength to the reference)."),
-        force: bool = common["force"],
+        threads: int | None = common["threads"], force: bool = common["force"],
     ) -> None:
         """Direct preference optimisation (prompt/chosen/rejected); the reference is the starting model."""
-        flags = _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples)
+        flags = _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads)
         _run("dpo", model, data, out, config, force, flags | {"beta": beta},
              _lora(lora_r, lora_alpha, lora_targets, save_adapter))
 

@@ -55,6 +55,9 @@ class TrainConfig(BaseModel):
     max_examples: int | None = Field(None, ge=1, description="Keep only the first N records (after filtering).")
     lora: LoraSettings | None = Field(None, description="LoRA settings; None = full fine-tune.")
     logging_steps: int = Field(1, ge=1)
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads while training (None = torch's default). 1 is much faster for "
+        "tiny models on a busy machine: spinning OpenMP threads stall when cores are oversubscribed.")
 
     @field_validator("languages")
     @classmethod

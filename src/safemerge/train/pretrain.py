@@ -62,7 +62,7 @@ def pretrain(corpus: str | os.PathLike, tokenizer: Any, out_dir: str | os.PathLi
     """
     import torch
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(train_cfg.threads)
     try:
@@ -117,6 +117,7 @@ def pretrain(corpus: str | os.PathLike, tokenizer: Any, out_dir: str | os.PathLi
             "tokens_seen": train_cfg.steps * train_cfg.batch_size * train_cfg.block_size,
             "final_loss": log[-1]["loss"],
             "seconds": round(time.perf_counter() - t0, 2),
+            "cpu_seconds": round(time.process_time() - c0, 2),
         }
     finally:
         torch.set_num_threads(prev_threads)

@@ -18,7 +18,6 @@ the SFT model of the same fraction. Each run's data is written to ``<root>/data/
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -45,9 +44,9 @@ class RecipeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     sft: SFTConfig = Field(default_factory=lambda: SFTConfig(lr=3e-3, epochs=3, batch_size=16, warmup_ratio=0.05,
-                                                             max_length=256))
+                                                             max_length=256, threads=1))
     dpo: DPOConfig = Field(default_factory=lambda: DPOConfig(lr=3e-4, epochs=1, batch_size=16, beta=0.1,
-                                                             sft_weight=0.2, max_length=256))
+                                                             sft_weight=0.2, max_length=256, threads=1))
     examples_per_language: int | None = Field(None, ge=1, description="Cap the per-language example budget.")
     seed: int = 0
 
@@ -76,19 +75,13 @@ def _check_lang(world: Any, lang: str) -> str:
     return lang
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _pool(world: Any, stage: Stage, kinds: tuple[str, ...], lang: str, split: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for kind in kinds:
         if stage == "sft":
             rows += world.records(kind, split, langs=[lang])
         else:
-            rows += [r for r in _read(Path(world.dpo_path(kind, split))) if r.get("lang") == lang]
+            rows += world.dpo_records(kind, split, langs=[lang]) if Path(world.dpo_path(kind, split)).is_file() else []
     return sorted(rows, key=lambda r: str(r.get("id", "")))
 
 

@@ -129,12 +129,13 @@ class Run:
     tool: str
     method: str
     wall_s: float
+    cpu_s: float
     peak_rss_mb: float
     returncode: int
 
 
-def run_measured(cmd: list[str], log: Path) -> tuple[float, float, int]:
-    """Run ``cmd`` in a fresh process; return (wall seconds, its peak RSS in MiB, return code).
+def run_measured(cmd: list[str], log: Path) -> tuple[float, float, float, int]:
+    """Run ``cmd`` in a fresh process; return (wall s, CPU s = user + sys, peak RSS MiB, return code).
 
     Peak RSS comes from ``/usr/bin/time -f %M``: a child forked straight from this (large) Python process would
     inherit its RSS high-water mark on Linux, so ``getrusage``/``wait4`` of a direct child over-reports.
@@ -143,19 +144,18 @@ def run_measured(cmd: list[str], log: Path) -> tuple[float, float, int]:
                TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1")
     rss_file = log.with_suffix(".rss")
     timer = shutil.which("time", path="/usr/bin:/bin")
-    full = [timer, "-f", "%M", "-o", str(rss_file), *cmd] if timer else cmd
+    full = [timer, "-f", "%M %U %S", "-o", str(rss_file), *cmd] if timer else cmd
     with open(log, "w") as fh:
         start = time.perf_counter()
         proc = subprocess.Popen(full, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
+    rss_kib, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime  # fallback: may include our high-water mark
     if timer:
-        lines = [ln for ln in rss_file.read_text().split() if ln.strip().isdigit()]
-        rss_kib = int(lines[-1]) if lines else usage.ru_maxrss
-    else:  # fallback: may include this process's high-water mark
-        rss_kib = usage.ru_maxrss
-    return wall, rss_kib / 1024, proc.returncode
+        fields = rss_file.read_text().splitlines()[-1].split()  # time prints "Command exited..." lines first
+        rss_kib, cpu = int(fields[0]), float(fields[1]) + float(fields[2])
+    return wall, cpu, rss_kib / 1024, proc.returncode
 
 
 def tool_command(tool: str, cfg: Path, out: Path, threads: int, seed: int, max_memory: str | None = None) -> list[str]:
@@ -164,7 +164,7 @@ def tool_command(tool: str, cfg: Path, out: Path, threads: int, seed: int, max_m
         # (only affects pickled .bin inputs), synchronous writes (async only adds memory), one output shard.
         return [str(BIN / "mergekit-yaml"), str(cfg), str(out), "--copy-tokenizer", "--no-lazy-unpickle",
                 "-j", str(threads), "--random-seed", str(seed), "--quiet"]
-    cmd = [str(BIN / "safemerge"), "merge", str(cfg), str(out), "--seed", str(seed)]
+    cmd = [str(BIN / "safemerge"), "merge", str(cfg), str(out), "--seed", str(seed), "--threads", str(threads)]
     if max_memory:
         cmd += ["--max-memory", max_memory]
     return cmd
@@ -213,6 +213,8 @@ class MethodResult:
     target: float
     safemerge_rss_mb: float
     mergekit_rss_mb: float
+    safemerge_cpu_s: float
+    mergekit_cpu_s: float
     comparison: dict[str, Any]
     runs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -231,16 +233,18 @@ def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int,
             outs[tool].parent.mkdir(parents=True, exist_ok=True)
             log = work / "logs" / f"{method}-{tool}-{rep}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            wall, rss, rc = run_measured(tool_command(tool, cfg, outs[tool], threads, seed), log)
-            runs.append(Run(tool, method, wall, rss, rc))
+            wall, cpu, rss, rc = run_measured(tool_command(tool, cfg, outs[tool], threads, seed), log)
+            runs.append(Run(tool, method, wall, cpu, rss, rc))
             status = "ok" if rc == 0 else f"FAILED rc={rc} (see {log})"
-            print(f"  {method:16s} rep {rep + 1}/{repeats} {tool:9s} {wall:7.2f}s  {rss:7.0f} MiB  {status}",
+            print(f"  {method:16s} rep {rep + 1}/{repeats} {tool:9s} {wall:7.2f}s wall {cpu:7.2f}s cpu "
+                  f"{rss:7.0f} MiB  {status}",
                   flush=True)
             if rc != 0:
                 print(log.read_text()[-2000:], file=sys.stderr)
     ok = {t: [r for r in runs if r.tool == t and r.returncode == 0] for t in outs}
     med = {t: statistics.median(r.wall_s for r in ok[t]) if ok[t] else float("nan") for t in outs}
     rss = {t: max((r.peak_rss_mb for r in ok[t]), default=float("nan")) for t in outs}
+    cpu = {t: statistics.median(r.cpu_s for r in ok[t]) if ok[t] else float("nan") for t in outs}
     if ok["safemerge"] and ok["mergekit"]:
         comparison = compare_outputs(outs["safemerge"], outs["mergekit"])
     else:
@@ -250,10 +254,11 @@ def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int,
         shutil.rmtree(out, ignore_errors=True)
     return MethodResult(method, med["safemerge"], med["mergekit"], med["mergekit"] / med["safemerge"],
                         TARGET_SPARSE if method in SPARSE else TARGET_DENSE, rss["safemerge"], rss["mergekit"],
-                        comparison, [asdict(r) for r in runs])
+                        cpu["safemerge"], cpu["mergekit"], comparison, [asdict(r) for r in runs])
 
 
-def bench_budget(method: str, budget: str, models: dict[str, Path], work: Path, seed: int) -> dict[str, Any]:
+def bench_budget(method: str, budget: str, models: dict[str, Path], work: Path, threads: int,
+                 seed: int) -> dict[str, Any]:
     cfg = work / "configs" / f"{method}.yaml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text(yaml.safe_dump(method_config(method, models), sort_keys=False))
@@ -261,7 +266,7 @@ def bench_budget(method: str, budget: str, models: dict[str, Path], work: Path, 
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     log = work / "logs" / f"{method}-safemerge-budget.log"
-    wall, rss, rc = run_measured(tool_command("safemerge", cfg, out, 0, seed, max_memory=budget), log)
+    wall, _, rss, rc = run_measured(tool_command("safemerge", cfg, out, threads, seed, max_memory=budget), log)
     shutil.rmtree(out, ignore_errors=True)
     budget_mb = parse_size(budget) / 2**20
     print(f"  {method:16s} safemerge --max-memory {budget}: {wall:.2f}s  {rss:.0f} MiB  rc={rc}", flush=True)
@@ -274,7 +279,7 @@ def _fmt_cmp(c: dict[str, Any]) -> str:
         return "bit-identical"
     if c.get("max_abs_diff") is None:
         return c.get("note", "n/a")
-    tag = " (random method: masks differ by design)" if c.get("random_method") else ""
+    tag = " (random: per-tensor seeding differs by design)" if c.get("random_method") else ""
     return f"max|diff| {c['max_abs_diff']:.3g}{tag}"
 
 
@@ -286,13 +291,14 @@ def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: d
         f"Models: 3 x {meta['params_m']:.0f}M-parameter random Llama ({meta['shape']}), bf16, "
         f"{meta['shards']} shards each; {meta['repeats']} repeats per tool, alternating, medians reported.",
         "",
-        "| method | safemerge s | mergekit s | speed-up | target | safemerge RSS MiB | mergekit RSS MiB | output |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| method | safemerge s | mergekit s | speed-up | target | CPU s (sm / mk) | safemerge RSS MiB "
+        "| mergekit RSS MiB | output |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         ok = "ok" if r.speedup >= r.target else "MISS"
         lines.append(f"| {r.method} | {r.safemerge_s:.2f} | {r.mergekit_s:.2f} | {r.speedup:.2f}x | "
-                     f">= {r.target}x {ok} | {r.safemerge_rss_mb:.0f} | {r.mergekit_rss_mb:.0f} | "
+                     f">= {r.target}x {ok} | {r.safemerge_cpu_s:.1f} / {r.mergekit_cpu_s:.1f} | {r.safemerge_rss_mb:.0f} | {r.mergekit_rss_mb:.0f} | "
                      f"{_fmt_cmp(r.comparison)} |")
     if budget:
         lines += ["", f"safemerge `{budget['method']}` with `--max-memory {budget['max_memory']}`: "
@@ -306,16 +312,16 @@ def print_table(results: list[MethodResult], budget: dict[str, Any] | None) -> N
     from rich.table import Table
 
     table = Table(title="safemerge vs mergekit 0.1.5 (medians)")
-    for col in ("method", "safemerge s", "mergekit s", "speed-up", "target", "RSS safemerge", "RSS mergekit",
-                "output"):
+    for col in ("method", "safemerge s", "mergekit s", "speed-up", "target", "CPU s sm/mk", "RSS safemerge",
+                "RSS mergekit", "output"):
         table.add_column(col, justify="left" if col in ("method", "output") else "right")
     for r in results:
         hit = "[green]ok" if r.speedup >= r.target else "[red]MISS"
         rss_style = "" if r.safemerge_rss_mb <= r.mergekit_rss_mb else "[red]"
         table.add_row(r.method, f"{r.safemerge_s:.2f}", f"{r.mergekit_s:.2f}", f"{r.speedup:.2f}x",
-                      f">={r.target}x {hit}", f"{rss_style}{r.safemerge_rss_mb:.0f} MiB",
+                      f">={r.target}x {hit}", f"{r.safemerge_cpu_s:.1f}/{r.mergekit_cpu_s:.1f}", f"{rss_style}{r.safemerge_rss_mb:.0f} MiB",
                       f"{r.mergekit_rss_mb:.0f} MiB", _fmt_cmp(r.comparison))
-    console = Console()
+    console = Console(width=shutil.get_terminal_size((170, 40)).columns)
     console.print(table)
     if budget:
         style = "green" if budget["within_budget"] else "red"
@@ -331,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=int, default=2, help="safetensors shards per input model")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated merge methods")
     ap.add_argument("--repeats", type=int, default=3, help="runs per tool and method (alternating order)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="mergekit -j (torch threads)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both tools (mergekit -j, safemerge --threads)")
     ap.add_argument("--seed", type=int, default=0, help="seed for the random methods (both tools)")
     ap.add_argument("--max-memory", default="auto",
                     help="budget for the extra safemerge --max-memory run ('auto' = 0.75 x mergekit's peak "
@@ -356,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             if ref is None or ref != ref:  # method not benched: measure mergekit once
                 ref = bench_method(args.budget_method, models, args.work, 1, args.threads, args.seed).mergekit_rss_mb
             limit = f"{int(0.75 * ref)}MiB"
-        budget = bench_budget(args.budget_method, limit, models, args.work, args.seed)
+        budget = bench_budget(args.budget_method, limit, models, args.work, args.threads, args.seed)
 
     print_table(results, budget)
     meta = {"command": "python bench/merge_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -89,7 +89,9 @@ def merge_tools() -> SimpleNamespace:
 
 @pytest.fixture(scope="session")
 def model_family(tmp_path_factory) -> Callable[..., dict[str, Path]]:
-    """Factory ``model_family(arch="llama", layers=4, tie=None, shard=None)`` -> {'base','a','b','c'}.
+    """Factory ``model_family(arch="llama", layers=4, tie=None, shard=None, experts=..., dtype="float32")``.
+
+    Returns {'base', *experts} (default experts a, b, c).
 
     Families are built once per session and shared by every merge test (fp32, tiny).
     """
@@ -97,16 +99,16 @@ def model_family(tmp_path_factory) -> Callable[..., dict[str, Path]]:
 
     cache: dict[tuple[Any, ...], dict[str, Path]] = {}
 
-    def build(arch: str = "llama", layers: int = 4, tie: bool | None = None,
-              shard: str | None = None, experts: tuple[str, ...] = ("a", "b", "c")) -> dict[str, Path]:
-        key = (arch, layers, tie, shard, experts)
+    def build(arch: str = "llama", layers: int = 4, tie: bool | None = None, shard: str | None = None,
+              experts: tuple[str, ...] = ("a", "b", "c"), dtype: str = "float32") -> dict[str, Path]:
+        key = (arch, layers, tie, shard, experts, dtype)
         if key not in cache:
-            root = tmp_path_factory.mktemp(f"family-{arch}-{layers}-{tie}-{shard}")
-            base = make_tiny_checkpoint(arch, root / "base", seed=0, layers=layers,
+            root = tmp_path_factory.mktemp(f"family-{arch}-{layers}-{tie}-{shard}-{dtype}")
+            base = make_tiny_checkpoint(arch, root / "base", seed=0, layers=layers, dtype=dtype,
                                         tie_word_embeddings=tie, max_shard_size=shard)
             fam = {"base": base}
             for i, name in enumerate(experts, start=1):
-                fam[name] = make_tiny_checkpoint(arch, root / name, seed=i, init_from=base,
+                fam[name] = make_tiny_checkpoint(arch, root / name, seed=i, init_from=base, dtype=dtype,
                                                  max_shard_size=shard)
             cache[key] = fam
         return cache[key]

@@ -63,6 +63,7 @@ CASES: dict[str, Case] = {
         "models": [_m(f["a"], weight=0.5), _m(f["b"], weight=GRADIENT), _m(f["c"], weight=-0.2)],
         "parameters": {"lambda": 0.9},
         "dtype": "float32",
+        "out_dtype": "bfloat16",
     },
     "ties": lambda f: {
         "merge_method": "ties",
@@ -208,6 +209,31 @@ def test_bit_identical_to_mergekit(case: str, llama_family: Family, tmp_path: Pa
     assert (mine.get("dtype") or mine.get("torch_dtype")) == (ref.get("dtype") or ref.get("torch_dtype"))
     for tok_file in ("tokenizer.json", "tokenizer_config.json"):
         assert (ours / tok_file).is_file(), f"{case}: {tok_file} missing from safemerge output"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["linear", "ties", "slerp", "dare_ties"])
+def test_bf16_inputs_without_dtype(method: str, model_family, tmp_path: Path, merge_tools: Any) -> None:
+    """bf16 checkpoints and no ``dtype`` key: compute in the inputs' dtype, output bf16, as mergekit does."""
+    import torch
+
+    fam = model_family("llama", layers=2, experts=("a", "b"), dtype="bfloat16")
+    params = {"weight": 0.6, "density": 0.5} if method in ("ties", "dare_ties") else {"weight": 0.6}
+    config: dict[str, Any] = {"merge_method": method, "base_model": str(fam["base"]),
+                              "models": [_m(fam["a"], **params), _m(fam["b"], **params)]}
+    if method == "linear":  # mergekit's linear treats base_model as one more weighted input
+        del config["base_model"]
+    if method == "slerp":
+        config = {"merge_method": "slerp", "base_model": str(fam["a"]), "models": [_m(fam["a"]), _m(fam["b"])],
+                  "parameters": {"t": GRADIENT}}
+    ours, theirs = _both(merge_tools, config, tmp_path, seed=1)
+    mine, ref = merge_tools.read_tensors(ours), merge_tools.read_tensors(theirs)
+    assert all(t.dtype == torch.bfloat16 for t in mine.values())
+    if method == "dare_ties":  # random: same structure, masks drawn per tensor (see module docstring)
+        assert {k: (v.shape, v.dtype) for k, v in mine.items()} == {k: (v.shape, v.dtype) for k, v in ref.items()}
+        return
+    problems = merge_tools.diff_report(mine, ref)
+    assert not problems, f"{method}: differs from mergekit:\n" + "\n".join(problems[:20])
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ COLUMNS: dict[str, tuple[str, bool]] = {
 }
 
 
-def _fmt(est: dict[str, Any] | None, pct: bool, ci: bool = True) -> str:
+def _fmt(est: dict[str, Any] | None, pct: bool, ci: bool = True, compact: bool = False) -> str:
     if not est:
         return ""
     if est.get("value") is None:
@@ -35,7 +35,8 @@ def _fmt(est: dict[str, Any] | None, pct: bool, ci: bool = True) -> str:
     k = 100.0 if pct else 1.0
     s = f"{est['value'] * k:.1f}"
     if ci and est.get("lo") is not None:
-        s += f" [{est['lo'] * k:.1f}, {est['hi'] * k:.1f}]"
+        s += (f" [{est['lo'] * k:.0f},{est['hi'] * k:.0f}]" if compact
+              else f" [{est['lo'] * k:.1f}, {est['hi'] * k:.1f}]")
     return s
 
 
@@ -89,15 +90,16 @@ def print_table(report: EvalReport) -> None:
     from rich.table import Table
 
     langs = report.languages
-    t = Table(title=f"{report.model} — {report.suite} / judge {report.judge.get('name')} (%)")
-    t.add_column("metric")
+    t = Table(title=f"{report.model} — {report.suite} / judge {report.judge.get('name')} (%)", padding=(0, 1),
+              collapse_padding=True)
+    t.add_column("metric", no_wrap=True)
     for g in langs:
         t.add_column(g, justify="right")
-    t.add_column("all [95% CI]", justify="right")
+    t.add_column("all [95% CI]", justify="right", no_wrap=True)
     for c in _columns(report):
         pct = COLUMNS[c][1]
         t.add_row(c, *[_fmt(report.summary[g].get(c), pct, ci=False) for g in langs],
-                  _fmt(report.summary["all"].get(c), pct))
+                  _fmt(report.summary["all"].get(c), pct, compact=True))
     Console().print(t)
 
 

@@ -207,7 +207,9 @@ def _finish(out: Path, records: dict[int, dict[str, Any]], pool: dict[str, Any],
     if spec.output.merge_best:
         from safemerge.merge import merge
 
-        merged = merge(str(best_yaml), out / "merged")
+        recipe = out / "merged" / "mergekit_config.yml"
+        same = recipe.is_file() and recipe.read_text(encoding="utf-8") == best_yaml.read_text(encoding="utf-8")
+        merged = out / "merged" if same else merge(str(best_yaml), out / "merged", overwrite=True)
     return SearchResult(out, s["best"], [records[i] for i in sorted(records)], s["pool"], s["pareto"],
                         best_yaml, merged)
 

@@ -140,7 +140,9 @@ class OptimizerSpec(_Strict):
     cocktail_examples: int = Field(8, ge=1, description="LM-Cocktail: examples per objective set")
 
     def population(self, n_genes: int) -> int:
-        return self.popsize or 4 + int(math.floor(3 * math.log(max(n_genes, 1))))
+        """popsize, else 4 + floor(3 ln n); never more than the budget (at least 2)."""
+        p = self.popsize or 4 + int(math.floor(3 * math.log(max(n_genes, 1))))
+        return max(2, min(p, self.budget))
 
 
 class OutputSpec(_Strict):

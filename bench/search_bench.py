@@ -1,0 +1,182 @@
+"""Candidate evaluations per minute: in-memory merging into a resident model vs merging to disk and reloading.
+
+Both paths score the SAME candidate configurations (TIES, random per-model weight/density) on the SAME model and
+objective data, in one run:
+
+- in memory (safemerge.search): the pool is loaded once as state dicts; each candidate is merged with
+  ``merge_state_dicts`` and written into one resident model, then scored (answer-only cross-entropy);
+- disk round trip (what an evolutionary search built on mergekit does): each candidate is written as a YAML,
+  merged by mergekit 0.1.5 ``run_merge`` to a folder, loaded with ``AutoModelForCausalLM.from_pretrained`` (+ its
+  tokenizer) and scored the same way.
+
+Reports the median seconds per candidate of each path, evaluations per minute and the speed-up (target >= 10x),
+plus the largest difference between the two paths' losses (they must agree). Models are cached in
+``bench/_work/search/`` (gitignored). Usage::
+
+    .venv/bin/python bench/search_bench.py                       # default: ~4M-parameter Llama, 8 + 4 candidates
+    .venv/bin/python bench/search_bench.py --hidden 512 --layers 8 --disk 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+WORK = Path(__file__).resolve().parent / "_work" / "search"
+
+
+def build_models(hidden: int, layers: int) -> dict[str, Path]:
+    from safemerge.utils.tiny import make_tiny_checkpoint
+
+    root = WORK / f"models-h{hidden}-l{layers}"
+    paths = {k: root / k for k in ("base", "a", "b")}
+    if not all((p / "config.json").is_file() for p in paths.values()):
+        make_tiny_checkpoint("llama", paths["base"], seed=0, hidden=hidden, layers=layers, intermediate=2 * hidden)
+        for i, k in enumerate(("a", "b"), 1):
+            make_tiny_checkpoint("llama", paths[k], seed=i, init_from=paths["base"], noise=0.02)
+    return paths
+
+
+def records(n: int) -> list[dict[str, Any]]:
+    langs = ("en", "fr")
+    return [{"prompt": f"question number {i}: how does the fox jump?", "completion": f"the quick brown fox {i} .",
+             "lang": langs[i % 2]} for i in range(n)]
+
+
+def candidates(n: int, seed: int) -> list[dict[str, Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        w, d = rng.uniform(0.1, 1.0, 2), rng.uniform(0.2, 1.0, 2)
+        out.append({"merge_method": "ties", "base_model": "base", "dtype": "float32",
+                    "models": [{"model": m, "parameters": {"weight": round(float(w[i]), 4),
+                                                           "density": round(float(d[i]), 4)}}
+                               for i, m in enumerate(("a", "b"))]})
+    return out
+
+
+def with_paths(cfg: dict[str, Any], paths: dict[str, Path]) -> dict[str, Any]:
+    return {**cfg, "base_model": str(paths[cfg["base_model"]]),
+            "models": [{**m, "model": str(paths[m["model"]])} for m in cfg["models"]]}
+
+
+def score(model: Any, tok: Any, pairs: Any) -> float:
+    from safemerge.evaluate.loss import answer_loss
+
+    return answer_loss(model, tok, pairs)
+
+
+def run_in_memory(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dict[str, Any]]
+                  ) -> tuple[list[float], list[float], float]:
+    from safemerge.evaluate.loss import tokenize_records
+    from safemerge.search.inmemory import ResidentModel
+
+    t0 = time.perf_counter()
+    resident = ResidentModel({k: str(v) for k, v in paths.items()}, model_from=str(paths["a"]))
+    pairs = tokenize_records(resident.tokenizer, rows)
+    setup = time.perf_counter() - t0
+    times, losses = [], []
+    for cfg in cands:
+        t = time.perf_counter()
+        resident.load_merge(cfg, seed=0)
+        losses.append(score(resident.model, resident.tokenizer, pairs))
+        times.append(time.perf_counter() - t)
+    return times, losses, setup
+
+
+def run_disk(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dict[str, Any]]
+             ) -> tuple[list[float], list[float]]:
+    import torch
+    import yaml
+    from mergekit.config import MergeConfiguration
+    from mergekit.merge import run_merge
+    from mergekit.options import MergeOptions
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from safemerge.evaluate.loss import tokenize_records
+
+    options = MergeOptions(copy_tokenizer=True, lazy_unpickle=False, quiet=True, write_model_card=False,
+                           num_threads=torch.get_num_threads())
+    times, losses = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="search-bench-", dir=WORK))
+    try:
+        for i, cfg in enumerate(cands):
+            t = time.perf_counter()
+            text = yaml.safe_dump(with_paths(cfg, paths))
+            out = tmp / f"cand{i}"
+            run_merge(MergeConfiguration.model_validate(yaml.safe_load(text)), str(out), options)
+            model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+            tok = AutoTokenizer.from_pretrained(out)
+            losses.append(score(model, tok, tokenize_records(tok, rows)))
+            times.append(time.perf_counter() - t)
+            shutil.rmtree(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return times, losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hidden", type=int, default=256, help="hidden size of the Llama models")
+    ap.add_argument("--layers", type=int, default=8, help="number of layers")
+    ap.add_argument("--memory", type=int, default=8, help="candidates scored in memory (after 1 warm-up)")
+    ap.add_argument("--disk", type=int, default=4, help="candidates scored through disk (after 1 warm-up)")
+    ap.add_argument("--examples", type=int, default=16, help="objective examples scored per candidate")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    paths = build_models(args.hidden, args.layers)
+    n_params = sum(p.numel() for p in _load(paths["a"]).parameters())
+    rows = records(args.examples)
+    n = max(args.memory, args.disk) + 1
+    cands = candidates(n, args.seed)
+    mem_t, mem_l, setup = run_in_memory(paths, cands[: args.memory + 1], rows)
+    disk_t, disk_l = run_disk(paths, cands[: args.disk + 1], rows)
+    mem_med, disk_med = statistics.median(mem_t[1:]), statistics.median(disk_t[1:])
+    k = min(len(mem_l), len(disk_l))
+    agree = max(abs(a - b) for a, b in zip(mem_l[:k], disk_l[:k]))
+
+    table = Table(title=f"merge-search candidate evaluation, {n_params / 1e6:.1f}M-param Llama, TIES, "
+                        f"{args.examples} examples, {torch.get_num_threads()} torch threads (medians)")
+    for col in ("path", "candidates", "s / candidate", "evaluations / min", "speed-up"):
+        table.add_column(col, justify="right" if col != "path" else "left")
+    table.add_row("in memory (resident model)", str(len(mem_t) - 1), f"{mem_med:.3f}", f"{60 / mem_med:.1f}",
+                  f"{disk_med / mem_med:.1f}x")
+    table.add_row("disk: mergekit run_merge + from_pretrained", str(len(disk_t) - 1), f"{disk_med:.3f}",
+                  f"{60 / disk_med:.1f}", "1.0x")
+    console = Console()
+    console.print(table)
+    target = "met" if disk_med / mem_med >= 10 else "NOT met"
+    console.print(f"target >= 10x: {target}; in-memory setup (load pool once): {setup:.2f} s; "
+                  f"max |loss difference| between the paths on the same candidates: {agree:.2e}")
+    return 0
+
+
+def _load(path: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

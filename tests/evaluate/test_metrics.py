@@ -98,3 +98,12 @@ def test_summarize_records_hand_computed():
     assert s["acc_gen"]["value"] == 1.0 and s["win_rate"]["value"] == 0.75
     assert s["wrong_language"]["value"] == pytest.approx(1 / 7)
     assert s["unjudged"]["value"] == pytest.approx(1 / 6)
+
+
+@given(st.text(max_size=80))
+def test_normalisation_is_idempotent_and_match_reflexive(text):
+    from safemerge.evaluate.metrics import normalize_answer
+
+    assert normalize_answer(normalize_answer(text)) == normalize_answer(text)
+    assert normalized_match(text, text)
+    assert 0.0 <= token_f1(text, "a b c") <= 1.0

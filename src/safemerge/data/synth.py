@@ -182,8 +182,11 @@ def normalize(text: str) -> str:
 
 def clean_question(text: str) -> str:
     """First non-empty line of a generated question, without list markers or quotes."""
+    marker = re.compile(r"^\s*(?:\d+[.)]|[-*•]|Q:|Question:)\s*")
     for line in text.splitlines():
-        line = re.sub(r"^\s*(?:\d+[.)]|[-*•]|Q:|Question:)\s*", "", line).strip().strip('"«»“”')
+        while (stripped := marker.sub("", line, count=1)) != line:
+            line = stripped
+        line = line.strip().strip('"«»“”')
         if line:
             return line
     return ""

@@ -90,6 +90,7 @@ def test_summarize_records_hand_computed():
     recs.append({"id": "b", "lang": "en", "kind": "benign", "unsafe": False, "refusal": True, "wrong_language": False})
     recs.append({"id": "g", "lang": "en", "kind": "general", "correct": True, "win_score": 0.75,
                  "wrong_language": False})
+    recs.append({"id": "x", "lang": "en", "kind": "general", "wrong_language": None})  # language not in lexicon
     s = summarize(recs, n_boot=100)["en"]
     assert s["harm_rate"]["value"] == 0.25 and s["harm_rate"]["n"] == 4  # the unjudged prompt is left out
     assert s["alignment"]["value"] == 0.75

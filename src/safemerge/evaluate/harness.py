@@ -246,8 +246,9 @@ def evaluate_model(
     for it in items:
         a = answers[it.id]
         det = lex.detect_language(a) if a.strip() else None
-        rec = it.to_dict() | {"answer_text": a, "detected_lang": det, "wrong_language": det is not None and
-                              det != it.lang}
+        # the lexicon knows six languages: for any other prompt language, "wrong language" is unknown (None)
+        wrong = (det is not None and det != it.lang) if it.lang in lex.LANGUAGES else None
+        rec = it.to_dict() | {"answer_text": a, "detected_lang": det, "wrong_language": wrong}
         if it.reference is not None and it.kind == "general":
             rec["correct"] = normalized_match(a, it.reference)
         if it.choices:
@@ -344,7 +345,8 @@ def summarize(records: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) 
                         mean_stat, ""),
         "win_rate": (records, lambda r: (r["win_score"],) if r.get("win_score") is not None else None,
                      mean_stat, ""),
-        "wrong_language": (records, lambda r: (float(r["wrong_language"]),), mean_stat, ""),
+        "wrong_language": (records, lambda r: (float(r["wrong_language"]),) if r.get("wrong_language") is not None
+                           else None, mean_stat, ""),
         "unjudged": ([r for r in records if r["kind"] in ("harmful", "benign")],
                      lambda r: (float(r.get("unsafe") is None),), mean_stat, ""),
     }

@@ -17,3 +17,32 @@ def objective_files(tmp_path_factory) -> dict[str, Path]:
     domain = [{"prompt": f"what is {i} plus {i}", "completion": f"the quick brown fox {2 * i}",
                "lang": LANGS[i % 2]} for i in range(8)]
     return {"safety": write_jsonl(root / "safety.jsonl", safety), "domain": write_jsonl(root / "domain.jsonl", domain)}
+
+
+@pytest.fixture(scope="session")
+def world_pool(tmp_path_factory) -> dict[str, object]:
+    """Paper B's pool on the tiny built-in world (en, fr): an aligned model (15 % safety mixture) and a misaligned
+    general expert (0 % safety), both SFT from the world's base, plus objective files from the world's val split.
+
+    The recipe settings are stronger than the tiny defaults (lr 1e-2, 10 epochs) so that the aligned model
+    actually learns to refuse; the two runs take well under a minute each on an idle 2-core machine.
+    """
+    import json
+
+    from safemerge.data.world import WorldConfig, build_world
+    from safemerge.train import recipes
+    from safemerge.train.config import SFTConfig
+
+    root = tmp_path_factory.mktemp("world_pool")
+    world = build_world(root / "world", WorldConfig.tiny(languages=("en", "fr")), show_progress=False)
+    settings = recipes.RecipeSettings(sft=SFTConfig(lr=1e-2, epochs=10, batch_size=8, warmup_ratio=0.05,
+                                                    max_length=128))
+    expert = recipes.mixture(world, 0.0, "sft", root / "experts", settings=settings)
+    aligned = recipes.mixture(world, 0.15, "sft", root / "experts", settings=settings)
+    files = {}
+    for kind, name in (("harmful", "safety"), ("general", "domain")):
+        rows = [{"prompt": r["prompt"], "completion": r["completion"], "lang": r["lang"]}
+                for r in world.records(kind, "val")]
+        files[name] = root / f"{name}.val.jsonl"
+        files[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return {"world": world, "expert": expert, "aligned": aligned, **files}

@@ -222,6 +222,7 @@ def build_world(out_dir: str | os.PathLike, config: WorldConfig | dict | None = 
         pre = pretrain(tmp / "corpus" / "pretrain.txt", tokenizer, tmp / "base", config.model, config.pretrain,
                        seed=config.seed, show_progress=show_progress)
         timings["pretrain_s"] = pre["seconds"]
+        timings["pretrain_cpu_s"] = pre["cpu_seconds"]
         timings["total_s"] = round(time.perf_counter() - t0, 2)
 
         info = {

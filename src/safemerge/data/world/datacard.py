@@ -58,8 +58,8 @@ def write_datacard(root: Path, info: dict[str, Any], data: dict[tuple[str, str],
         f"- corpus: {info['corpus']['documents']} documents, {info['corpus']['tokens']} tokens",
         f"- base: Llama, {base['params']:,} parameters (fp32), pretrained on {base['tokens_seen']:,} tokens, "
         f"final loss {base['final_loss']}",
-        f"- build time: data {tim['data_s']} s, tokenizer {tim['tokenizer_s']} s, pretraining {tim['pretrain_s']} s, "
-        f"total {tim['total_s']} s",
+        f"- build time: data {tim['data_s']} s, tokenizer {tim['tokenizer_s']} s, pretraining {tim['pretrain_s']} s "
+        f"(CPU time {tim.get('pretrain_cpu_s', '?')} s), total {tim['total_s']} s (wall clock; noisy on a shared machine)",
         "",
         "## One test example per kind and language",
         "",

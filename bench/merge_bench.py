@@ -298,7 +298,8 @@ def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: d
     for r in results:
         ok = "ok" if r.speedup >= r.target else "MISS"
         lines.append(f"| {r.method} | {r.safemerge_s:.2f} | {r.mergekit_s:.2f} | {r.speedup:.2f}x | "
-                     f">= {r.target}x {ok} | {r.safemerge_cpu_s:.1f} / {r.mergekit_cpu_s:.1f} | {r.safemerge_rss_mb:.0f} | {r.mergekit_rss_mb:.0f} | "
+                     f">= {r.target}x {ok} | {r.safemerge_cpu_s:.1f} / {r.mergekit_cpu_s:.1f} | "
+                     f"{r.safemerge_rss_mb:.0f} | {r.mergekit_rss_mb:.0f} | "
                      f"{_fmt_cmp(r.comparison)} |")
     if budget:
         lines += ["", f"safemerge `{budget['method']}` with `--max-memory {budget['max_memory']}`: "
@@ -319,7 +320,8 @@ def print_table(results: list[MethodResult], budget: dict[str, Any] | None) -> N
         hit = "[green]ok" if r.speedup >= r.target else "[red]MISS"
         rss_style = "" if r.safemerge_rss_mb <= r.mergekit_rss_mb else "[red]"
         table.add_row(r.method, f"{r.safemerge_s:.2f}", f"{r.mergekit_s:.2f}", f"{r.speedup:.2f}x",
-                      f">={r.target}x {hit}", f"{r.safemerge_cpu_s:.1f}/{r.mergekit_cpu_s:.1f}", f"{rss_style}{r.safemerge_rss_mb:.0f} MiB",
+                      f">={r.target}x {hit}", f"{r.safemerge_cpu_s:.1f}/{r.mergekit_cpu_s:.1f}",
+                      f"{rss_style}{r.safemerge_rss_mb:.0f} MiB",
                       f"{r.mergekit_rss_mb:.0f} MiB", _fmt_cmp(r.comparison))
     console = Console(width=shutil.get_terminal_size((170, 40)).columns)
     console.print(table)
@@ -337,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shards", type=int, default=2, help="safetensors shards per input model")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated merge methods")
     ap.add_argument("--repeats", type=int, default=3, help="runs per tool and method (alternating order)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for both tools (mergekit -j, safemerge --threads)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads for both tools (mergekit -j, safemerge --threads)")
     ap.add_argument("--seed", type=int, default=0, help="seed for the random methods (both tools)")
     ap.add_argument("--max-memory", default="auto",
                     help="budget for the extra safemerge --max-memory run ('auto' = 0.75 x mergekit's peak "

@@ -55,7 +55,8 @@ def _config(method: str, fam: dict[str, Path]) -> dict[str, Any]:
 
 def _variant_id(v: tuple[str, bool | None, str | None]) -> str:
     arch, tie, shard = v
-    return f"{arch}-{'tied' if tie or tie is None and arch != 'mistral' else 'untied'}-{'sharded' if shard else 'single'}"
+    tied = tie or (tie is None and arch != "mistral")
+    return f"{arch}-{'tied' if tied else 'untied'}-{'sharded' if shard else 'single'}"
 
 
 def _mergekit_oracle(tools: Any, method: str, fam: dict[str, Path], arch: str, tmp: Path) -> Path:
@@ -103,8 +104,9 @@ def test_architecture_merge_matches_mergekit_and_runs(variant: tuple[str, bool |
     problems = tools.diff_report(mine, ref)
     assert not problems, f"{arch}/{method}: differs from mergekit:\n" + "\n".join(problems[:20])
     cfg = tools.output_config(ours)
-    assert cfg["model_type"] == tools.output_config(theirs)["model_type"] == tools.output_config(fam["base"])["model_type"]
-    assert bool(cfg.get("tie_word_embeddings")) == bool(tools.output_config(fam["base"]).get("tie_word_embeddings"))
+    base_cfg = tools.output_config(fam["base"])
+    assert cfg["model_type"] == tools.output_config(theirs)["model_type"] == base_cfg["model_type"]
+    assert bool(cfg.get("tie_word_embeddings")) == bool(base_cfg.get("tie_word_embeddings"))
 
     logits = _logits(ours)
     assert torch.isfinite(logits).all()

@@ -282,7 +282,8 @@ RANDOM_SINGLE = {
 
 
 @pytest.mark.parametrize("method", [pytest.param("dare_linear"), pytest.param("della_linear", marks=pytest.mark.slow)])
-def test_random_single_expert_statistics(method: str, llama_family: Family, tmp_path: Path, merge_tools: Any) -> None:
+def test_random_single_expert_statistics(method: str, llama_family: Family, tmp_path: Path,
+                                         merge_tools: Any) -> None:
     tools = merge_tools
     f = llama_family
     params = RANDOM_SINGLE[method]
@@ -314,7 +315,8 @@ def test_random_single_expert_statistics(method: str, llama_family: Family, tmp_
 
 
 @pytest.mark.parametrize("method", [pytest.param("dare_ties"), pytest.param("della", marks=pytest.mark.slow)])
-def test_random_ties_family_reproducible_and_close(method: str, llama_family: Family, tmp_path: Path, merge_tools: Any) -> None:
+def test_random_ties_family_reproducible_and_close(method: str, llama_family: Family, tmp_path: Path,
+                                                   merge_tools: Any) -> None:
     tools = merge_tools
     """Same seed -> identical output; a different seed -> a different mask; sparsity comparable to mergekit."""
     import torch

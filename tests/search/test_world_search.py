@@ -75,3 +75,18 @@ def test_synth_on_the_world_pool_counts_every_question(world_pool, tmp_path):
         assert is_refusal(row["completion"]) and row["provenance"]["answer_by"] in ("aligned", "expert")
     print(json.dumps({k: res.datacard[k]["dropped_total"] | {"kept": res.datacard[k]["kept_total"]}
                       for k in ("safety", "domain")}))
+
+
+@pytest.mark.slow
+def test_extra_evaluation_term_enters_the_objective(world_pool, tmp_path):
+    spec = _spec(world_pool, aware=True)
+    spec["optimizer"] = {"name": "random", "budget": 2, "seed": 0}
+    spec["output"] = {"merge_best": False}
+    spec["objective"]["extra"] = [{"metric": "harm_rate", "weight": 2.0, "suite": str(world_pool["world"].root),
+                                   "limit": 3}]
+    res = run_search(spec, tmp_path / "extra", show_progress=False)
+    for r in res.records:
+        harm = r["extra"]["harm_rate"]
+        assert 0.0 <= harm <= 1.0
+        assert r["objective"] == pytest.approx(r["safety"] + 0.3 * r["domain"] + 2.0 * harm)
+    assert "harm_rate" in res.pool["expert"]["extra"]

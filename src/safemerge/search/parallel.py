@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from safemerge.errors import ConfigError
 from safemerge.search.objective import losses, tokenize_sets
 from safemerge.search.spec import SearchSpec
 
@@ -43,8 +44,12 @@ class LocalEvaluator:
         out: dict[str, float] = {}
         for term in self.spec.objective.extra:
             report = evaluate_model(self.resident.model, suite=term.suite, judge=term.judge, limit=term.limit,
-                                    tokenizer=self.resident.tokenizer)
-            out[term.metric] = float(report.overall[term.metric].value)
+                                    tokenizer=self.resident.tokenizer, n_boot=10, cache=False, progress=False)
+            value = report.metric(term.metric)
+            if value is None:
+                raise ConfigError(f"objective.extra: metric {term.metric!r} is undefined on suite {term.suite!r} "
+                                  "(e.g. harm_change/win_rate need a reference); choose another metric")
+            out[term.metric] = float(value)
         return out
 
     def score_pool(self, name: str, limit: int | None = None) -> dict[str, dict[str, float]]:

@@ -86,7 +86,9 @@ class SpaceSpec(_Strict):
 class ExtraTerm(_Strict):
     """An extra objective term from the evaluation harness: ``weight * metric`` on the merged model."""
 
-    metric: str = Field(description="EvalReport metric, e.g. harm_rate, over_refusal, acc_mc")
+    metric: Literal["harm_rate", "alignment", "over_refusal", "acc_gen", "acc_mc", "acc_mc_norm",
+                    "wrong_language"] = Field(description="evaluation metric (lower-is-better ones: use a negative "
+                                                          "weight for alignment/acc_*)")
     weight: float = 1.0
     suite: str = "world"
     judge: str = "world"
@@ -231,6 +233,7 @@ def load_spec(source: str | os.PathLike | dict[str, Any]) -> SearchSpec:
     obj = spec.objective.model_copy(update={
         "safety": [_resolve(p, root) for p in spec.objective.safety],
         "domain": [_resolve(p, root) for p in spec.objective.domain],
+        "extra": [t.model_copy(update={"suite": _resolve(t.suite, root)}) for t in spec.objective.extra],
     })
     return spec.model_copy(update={"pool": pool, "base_model": base, "objective": obj})
 

@@ -204,6 +204,13 @@ class WorldSpec(_Strict):
     path: Path | None = None
 
 
+class TrainSpec(_Strict):
+    """Size of the experts trained on the world (``safemerge.train.recipes.RecipeSettings``)."""
+
+    examples_per_language: int | None = Field(None, ge=1, description="cap of training examples per language "
+                                                                      "(None = all of the world's train split)")
+
+
 class EvalSpec(_Strict):
     """How every model is evaluated (against the base as reference)."""
 
@@ -224,6 +231,7 @@ class StudySpec(_Strict):
     base: Path | None = Field(None, description="base model dir; default: the world's base")
     models: dict[str, Path] = Field(default_factory=dict, description="named models you already have")
     stages: list[SerializeAsAny[StageSpec]] = Field(default_factory=list)
+    train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
 
     @field_validator("stages", mode="before")
@@ -314,6 +322,7 @@ def smoke_spec() -> StudySpec:
             LanguageMergeStage(subsets=[]),
             SearchStage(budget=4, examples=4),
         ],
+        train=TrainSpec(examples_per_language=16),
         eval=EvalSpec(limit=4),
     )
 

@@ -175,8 +175,16 @@ def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path
     if ctx.given(name) is not None:
         return
     root = ctx.out / "train"
-    rec = unit(ctx, name, {"train": key, "world": _world_id(ctx)}, lambda: {"path": ctx.rel(Path(fn(root)))})
+    key = {"train": key, "settings": ctx.spec.train.model_dump(mode="json"), "seed": ctx.spec.seed,
+           "world": _world_id(ctx)}
+    rec = unit(ctx, name, key, lambda: {"path": ctx.rel(Path(fn(root)))})
     ctx.add(name, ctx.abs(rec["path"]))
+
+
+def recipe_settings(ctx: StudyContext) -> Any:
+    from safemerge.train.recipes import RecipeSettings
+
+    return RecipeSettings(examples_per_language=ctx.spec.train.examples_per_language, seed=ctx.spec.seed)
 
 
 def _world_id(ctx: StudyContext) -> str:
@@ -191,7 +199,8 @@ def run_mixture(st: MixtureStage, ctx: StudyContext) -> None:
     with ctx.task("train data mixtures", len(jobs)) as advance:
         for f, s in jobs:
             _train(ctx, mix_name(f, s), {"recipe": "mixture", "fraction": f, "stage": s},
-                   lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root, progress=ctx.progress))
+                   lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root,
+                                                                  settings=recipe_settings(ctx), progress=ctx.progress))
             advance()
 
 
@@ -203,7 +212,7 @@ def run_monolingual(st: MonolingualStage, ctx: StudyContext) -> None:
         for lang in langs:
             _train(ctx, mono_name(lang, st.stage), {"recipe": "monolingual", "lang": lang, "stage": st.stage},
                    lambda root, lang=lang: recipes.monolingual(ctx.world, lang, stage=st.stage, root=root,
-                                                              progress=ctx.progress))
+                                                              settings=recipe_settings(ctx), progress=ctx.progress))
             advance()
 
 
@@ -216,6 +225,7 @@ def run_merge_then_dpo(st: MergeThenDPOStage, ctx: StudyContext) -> None:
             src = ctx.path(objective_name(method, st.weight, "sft"))
             key = {"recipe": "dpo_from", "model": fingerprint(src), "fraction": st.fraction}
             _train(ctx, name, key, lambda root, src=src: recipes.dpo_from(src, ctx.world, st.fraction, root=root,
+                                                                   settings=recipe_settings(ctx),
                                                                    progress=ctx.progress))
             advance()
 
@@ -283,6 +293,11 @@ class Merger:
         if ctx.given(name) is not None:
             return
         inputs = {n: ctx.path(n) for n in _referenced(config)}
+        same = _identity_of(config)
+        if same is not None:  # e.g. linear/SLERP at w = 0 or 1: exactly one input model, nothing to merge
+            ctx.add(name, ctx.path(same))
+            ctx.log(name, "alias", 0.0, of=same)
+            return
         key = {"merge": config, "inputs": {n: fingerprint(p) for n, p in inputs.items()}, "seed": ctx.spec.seed}
         out = ctx.out / "merges" / name
 
@@ -307,7 +322,7 @@ class Merger:
             if n not in self._sds:
                 self._sds[n] = _load_state_dict(p)
         merged = merge_state_dicts(load_config(config), {n: self._sds[n] for n in inputs}, seed=self.ctx.spec.seed)
-        first = next(iter(inputs.values()))
+        first = inputs[config["models"][0]["model"]]  # config/tokenizer of an expert (not of the base)
         with atomic_dir(out) as tmp:
             _copy_model_files(first, tmp)
             tensors = {k: v.detach().contiguous() for k, v in merged.items()}
@@ -320,6 +335,17 @@ class Merger:
 
         named = _rename_models(config, {n: str(p) for n, p in inputs.items()})
         merge(load_config(named), out)
+
+
+def _identity_of(config: dict[str, Any]) -> str | None:
+    """The input a linear or SLERP config reproduces exactly (one non-zero weight / t in {0, 1}), else None."""
+    if config["merge_method"] == "slerp":
+        t = config["parameters"]["t"]
+        return config["models"][0]["model"] if t == 0 else config["models"][1]["model"] if t == 1 else None
+    if config["merge_method"] == "linear":
+        live = [m["model"] for m in config["models"] if m["parameters"]["weight"] != 0]
+        return live[0] if len(live) == 1 else None
+    return None
 
 
 def _referenced(config: dict[str, Any]) -> list[str]:

@@ -35,7 +35,8 @@ def reproducibility(results: dict[str, Any]) -> list[str]:
     if env.get("command"):
         lines += ["Command:", "", f"    {env['command']}", ""]
     lines += [f"Seed {results['seed']}; evaluation: `{results['eval']}`.", "",
-              f"Python {env['python']} on {env['platform']} ({env['cpus']} CPUs). Packages: "
+              f"Python {env['python']} on {env['platform']} ({env['cpus']} CPUs, load average "
+              f"{env.get('load_average')} at the end of the run). Packages: "
               + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + ".", "",
               "### Timings", "", "| stage | wall s (this run) | units computed | cached | skipped |",
               "|---|---:|---:|---:|---:|"]

@@ -146,3 +146,20 @@ def test_synthesize_on_tiny_models_accounts_for_every_question(tiny_models, tmp_
     synthesize(path, tmp_path / "again")
     for name in ("safety.jsonl", "domain.jsonl"):
         assert (tmp_path / "out" / name).read_text() == (tmp_path / "again" / name).read_text()
+
+
+def test_cli_check_and_one_line_errors(tmp_path, capsys):
+    from safemerge.cli import main
+
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump({"pool": [{"model": "/m/a"}], "languages": ["en", "fr"],
+                                 "safety": {"generator": {"model": "/m/g"}, "k": 5}}))
+    with pytest.raises(SystemExit) as ok:
+        main(["synth", str(p), "--out", str(tmp_path / "o"), "--check"])
+    assert ok.value.code in (0, None) and "ok: 10 safety and 0 domain questions" in capsys.readouterr().out
+    p.write_text(yaml.safe_dump({"pool": [{"model": "/m/a"}], "safety": {"generator": {"model": "/m/g"},
+                                                                         "kk": 5}}))
+    with pytest.raises(SystemExit) as bad:
+        main(["synth", str(p), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert bad.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "safety.kk" in err[0]

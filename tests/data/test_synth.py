@@ -163,3 +163,15 @@ def test_cli_check_and_one_line_errors(tmp_path, capsys):
         main(["synth", str(p), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert bad.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "safety.kk" in err[0]
+
+
+def test_examples_file_gives_per_language_examples(tmp_path):
+    f = tmp_path / "ex.jsonl"
+    f.write_text('{"prompt": "q en", "lang": "en"}\n{"prompt": "q fr", "lang": "fr"}\n{"prompt": "q any"}\n')
+    spec = _spec(safety=None, domain={"k": 2, "shots": 2, "experts": [
+        {"model": "/m/x", "domain": "law", "examples_file": str(f)}]})
+    reqs = domain_requests(spec)
+    assert "1. q en\n2. q any" in reqs[0]["request"] and "1. q fr\n2. q any" in reqs[1]["request"]
+    f.write_text('{"text": "no prompt"}\n')
+    with pytest.raises(InputError, match="ex.jsonl:1: missing column 'prompt'"):
+        domain_requests(spec)

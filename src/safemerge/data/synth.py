@@ -332,10 +332,29 @@ def _expert_examples(expert: DomainExpert, lang: str) -> list[str]:
     else:
         ex = list(expert.examples)
     if expert.examples_file:
-        from safemerge.search.spec import read_examples
-
-        ex += [r["prompt"] for r in read_examples(expert.examples_file) if r["lang"] in (lang, "all")]
+        ex += [r["prompt"] for r in _read_prompts(expert.examples_file) if r.get("lang") in (lang, None)]
     return ex
+
+
+def _read_prompts(path: str) -> list[dict[str, Any]]:
+    """Rows of a JSONL file that have a string ``prompt`` (``lang`` optional)."""
+    import json
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{path}: examples_file not found; give a JSONL file with a 'prompt' column")
+    rows = []
+    for ln, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{ln}: not valid JSON; one JSON object per line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise InputError(f"{path}:{ln}: missing column 'prompt'; each row needs a string 'prompt'")
+        rows.append(row)
+    return rows
 
 
 def domain_requests(spec: SynthSpec) -> list[dict[str, Any]]:

@@ -37,7 +37,7 @@ from safemerge.study.spec import (
     objective_name,
 )
 from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, make_readable
-from safemerge.utils.hashing import hash_file, hash_obj
+from safemerge.utils.hashing import hash_file, hash_obj, short
 
 IN_MEMORY_LIMIT_BYTES = 2 << 30  # merge in memory (merge_state_dicts) when all inputs together are smaller
 
@@ -174,10 +174,9 @@ def unit(ctx: StudyContext, name: str, key: Any, compute: Callable[[], dict[str,
 def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path], Path]) -> None:
     if ctx.given(name) is not None:
         return
-    root = ctx.out / "train"
-    key = {"train": key, "settings": ctx.spec.train.model_dump(mode="json"), "seed": ctx.spec.seed,
-           "world": _world_id(ctx)}
-    rec = unit(ctx, name, key, lambda: {"path": ctx.rel(Path(fn(root)))})
+    shared = {"settings": ctx.spec.train.model_dump(mode="json"), "seed": ctx.spec.seed, "world": _world_id(ctx)}
+    root = ctx.out / "train" / short(hash_obj(shared), 10)  # other settings or another world: another folder
+    rec = unit(ctx, name, {"train": key, **shared}, lambda: {"path": ctx.rel(Path(fn(root)))})
     ctx.add(name, ctx.abs(rec["path"]))
 
 
@@ -441,7 +440,7 @@ def run_search(st: SearchStage, ctx: StudyContext) -> None:
             spec = search_spec(st, ctx, aware)
             key = {"search": spec, "inputs": {n: fingerprint(ctx.path(n)) for n in
                                               (mix_name(0.0, st.stage), mix_name(1.0, st.stage), "base")}}
-            out = ctx.out / "search" / name
+            out = ctx.out / "search" / f"{name}-{short(hash_obj(key), 10)}"  # a changed search: a new folder
 
             def compute(spec: dict[str, Any] = spec, out: Path = out, name: str = name) -> dict[str, Any]:
                 tid = ctx.progress.add_task(f"  {name}: candidates", total=st.budget)

@@ -38,15 +38,16 @@ def reproducibility(results: dict[str, Any]) -> list[str]:
               f"Python {env['python']} on {env['platform']} ({env['cpus']} CPUs, load average "
               f"{env.get('load_average')} at the end of the run). Packages: "
               + ", ".join(f"{k} {v}" for k, v in env["packages"].items()) + ".", "",
-              "### Timings", "", "| stage | wall s (this run) | units computed | cached | skipped |",
-              "|---|---:|---:|---:|---:|"]
+              "### Timings", "",
+              "| stage | compute s (all runs) | wall s (this run) | units computed | cached | skipped |",
+              "|---|---:|---:|---:|---:|---:|"]
     for st in results["stages"]:
-        lines.append(f"| {st['stage']} | {st['wall_seconds']:.1f} | {st['computed']} | {st['cached']} | "
-                     f"{st['skipped']} |")
-    total_units = sum(results.get("unit_seconds", {}).values())
-    lines += ["", f"Total wall time of this run: {results['wall_seconds']:.1f} s; compute time of all units when "
-              f"first computed (training, merging, evaluation): {total_units:.1f} s. Timings on a shared "
-              "machine are noisy."]
+        lines.append(f"| {st['stage']} | {st.get('compute_seconds', 0.0):.1f} | {st['wall_seconds']:.1f} | "
+                     f"{st['computed']} | {st['cached']} | {st['skipped']} |")
+    total = sum(st.get("compute_seconds", 0.0) for st in results["stages"])
+    lines += ["", f"Compute time of the whole study (each unit when first computed: training, merging, search, "
+              f"evaluation; the world build is not included): {total:.1f} s. Wall time of this run: "
+              f"{results['wall_seconds']:.1f} s. Timings on a shared machine are noisy."]
     return lines
 
 

@@ -1,7 +1,7 @@
 """Candidate evaluations per minute: in-memory merging into a resident model vs merging to disk and reloading.
 
-Both paths score the SAME candidate configurations (TIES, random per-model weight/density) on the SAME model and
-objective data, in one run:
+Both paths score the SAME candidate configurations (random per-model weight/density for TIES and DARE-TIES, weights
+for linear, t for SLERP) on the SAME models and objective data, in one run:
 
 - in memory (safemerge.search): the pool is loaded once as state dicts; each candidate is merged with
   ``merge_state_dicts`` and written into one resident model, then scored (answer-only cross-entropy);
@@ -55,23 +55,33 @@ def records(n: int) -> list[dict[str, Any]]:
              "lang": langs[i % 2]} for i in range(n)]
 
 
-def candidates(n: int, seed: int) -> list[dict[str, Any]]:
+def candidates(n: int, seed: int, method: str = "ties") -> list[dict[str, Any]]:
+    """``n`` random candidate configs of ``method`` over models a, b (base = base; SLERP: a is the base)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         w, d = rng.uniform(0.1, 1.0, 2), rng.uniform(0.2, 1.0, 2)
-        out.append({"merge_method": "ties", "base_model": "base", "dtype": "float32",
-                    "models": [{"model": m, "parameters": {"weight": round(float(w[i]), 4),
-                                                           "density": round(float(d[i]), 4)}}
-                               for i, m in enumerate(("a", "b"))]})
+        if method == "slerp":
+            out.append({"merge_method": "slerp", "base_model": "a", "dtype": "float32", "models": [{"model": "b"}],
+                        "parameters": {"t": round(float(w[0]), 4)}})
+            continue
+        params = [{"weight": round(float(w[i]), 4)} | ({"density": round(float(d[i]), 4)}
+                                                       if method in ("ties", "dare_ties") else {}) for i in range(2)]
+        cfg = {"merge_method": method, "dtype": "float32",
+               "models": [{"model": m, "parameters": params[i]} for i, m in enumerate(("a", "b"))]}
+        if method != "linear":
+            cfg["base_model"] = "base"
+        out.append(cfg)
     return out
 
 
 def with_paths(cfg: dict[str, Any], paths: dict[str, Path]) -> dict[str, Any]:
-    return {**cfg, "base_model": str(paths[cfg["base_model"]]),
-            "models": [{**m, "model": str(paths[m["model"]])} for m in cfg["models"]]}
+    out = {**cfg, "models": [{**m, "model": str(paths[m["model"]])} for m in cfg["models"]]}
+    if "base_model" in cfg:
+        out["base_model"] = str(paths[cfg["base_model"]])
+    return out
 
 
 def score(model: Any, tok: Any, pairs: Any) -> float:
@@ -136,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory", type=int, default=8, help="candidates scored in memory (after 1 warm-up)")
     ap.add_argument("--disk", type=int, default=4, help="candidates scored through disk (after 1 warm-up)")
     ap.add_argument("--examples", type=int, default=16, help="objective examples scored per candidate")
+    ap.add_argument("--methods", default="ties,linear", help="comma-separated: ties, dare_ties, linear, slerp")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -145,29 +156,34 @@ def main(argv: list[str] | None = None) -> int:
 
     WORK.mkdir(parents=True, exist_ok=True)
     rows = records(args.examples)
-    cands = candidates(max(args.memory, args.disk) + 1, args.seed)
-    table = Table(title=f"merge-search candidate evaluation: TIES (weight, density per model), {args.examples} "
-                        f"examples, {torch.get_num_threads()} torch threads, medians")
-    for col in ("model", "in-memory s/cand", "in-memory eval/min", "disk s/cand", "disk eval/min", "speed-up",
-                ">= 10x", "max |loss diff|"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+    table = Table(title=f"merge-search candidate evaluation ({args.examples} examples, "
+                        f"{torch.get_num_threads()} torch threads, medians)")
+    for col in ("model", "method", "in-memory s/cand", "in-memory eval/min", "disk s/cand", "disk eval/min",
+                "speed-up", ">= 10x", "max |loss diff|"):
+        table.add_column(col, justify="left" if col in ("model", "method") else "right")
     for size in args.sizes.split(","):
         hidden, layers = (int(v) for v in size.lower().split("x"))
         paths = build_models(hidden, layers)
         n_params = sum(p.numel() for p in _load(paths["a"]).parameters())
-        mem_t, mem_l, _setup = run_in_memory(paths, cands[: args.memory + 1], rows)
-        disk_t, disk_l = run_disk(paths, cands[: args.disk + 1], rows)
-        mem_med, disk_med = statistics.median(mem_t[1:]), statistics.median(disk_t[1:])
-        k = min(len(mem_l), len(disk_l))
-        agree = max(abs(a - b) for a, b in zip(mem_l[:k], disk_l[:k]))
-        speed = disk_med / mem_med
-        table.add_row(f"{n_params / 1e6:.2f}M ({hidden}x{layers})", f"{mem_med:.3f}", f"{60 / mem_med:.1f}",
-                      f"{disk_med:.3f}", f"{60 / disk_med:.1f}", f"{speed:.1f}x", "yes" if speed >= 10 else "no",
-                      f"{agree:.1e}")
-    Console(width=140).print(table)
+        for method in args.methods.split(","):
+            add_row(table, paths, f"{n_params / 1e6:.2f}M ({hidden}x{layers})", method, rows, args)
+    Console(width=150).print(table)
     print("in memory: merge_state_dicts into one resident model + answer_loss; disk: mergekit 0.1.5 run_merge + "
           "AutoModelForCausalLM/AutoTokenizer.from_pretrained + answer_loss; same candidates, same data")
     return 0
+
+
+def add_row(table: Any, paths: dict[str, Path], label: str, method: str, rows: list[dict[str, Any]],
+            args: Any) -> None:
+    cands = candidates(max(args.memory, args.disk) + 1, args.seed, method)
+    mem_t, mem_l, _setup = run_in_memory(paths, cands[: args.memory + 1], rows)
+    disk_t, disk_l = run_disk(paths, cands[: args.disk + 1], rows)
+    mem_med, disk_med = statistics.median(mem_t[1:]), statistics.median(disk_t[1:])
+    k = min(len(mem_l), len(disk_l))
+    agree = max(abs(a - b) for a, b in zip(mem_l[:k], disk_l[:k]))
+    speed = disk_med / mem_med
+    table.add_row(label, method, f"{mem_med:.3f}", f"{60 / mem_med:.1f}", f"{disk_med:.3f}", f"{60 / disk_med:.1f}",
+                  f"{speed:.1f}x", "yes" if speed >= 10 else "no", f"{agree:.1e}")
 
 
 def _load(path: Path) -> Any:

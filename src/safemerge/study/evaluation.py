@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from safemerge.study.stages import ModelEntry, StudyContext, fingerprint, unit
-from safemerge.utils.hashing import hash_file
+from safemerge.utils.hashing import hash_file, hash_obj
 
 METRIC_KEYS = ("harm_rate", "harm_change", "alignment", "over_refusal", "acc_gen", "acc_mc", "win_rate",
                "wrong_language")
@@ -96,4 +96,9 @@ def evaluate_entry(ctx: StudyContext, entry: ModelEntry, base_key: dict[str, Any
         return {"summary": summarize(report, list(ctx.spec.languages)), "report": f"evals/{entry.name}"}
 
     key = {**base_key, "model": fingerprint(entry.path)}
-    return unit(ctx, f"eval-{entry.name}", key, compute)
+    twin = ctx.evaluated.get(hash_obj(key))
+    if twin is not None:  # the same model under another name (e.g. linear at w = 0 is the general expert)
+        return unit(ctx, f"eval-{entry.name}", key, lambda: {k: twin[k] for k in ("summary", "report")})
+    rec = unit(ctx, f"eval-{entry.name}", key, compute)
+    ctx.evaluated[hash_obj(key)] = rec
+    return rec

@@ -43,6 +43,21 @@ def resolve_world(spec: StudySpec, out: Path, show_progress: bool = True) -> Any
     return W.build_world(root, config, show_progress=show_progress)
 
 
+def plan_summary(spec: StudySpec) -> str:
+    """What the study will make, e.g. '13 models to train, 40 merges, 2 searches; 58 models to evaluate'."""
+    kinds = {"mixture": "train", "monolingual": "train", "merge_then_dpo": "train", "objective_merge": "merge",
+             "language_merge": "merge", "search": "search"}
+    counts = {"train": 0, "merge": 0, "search": 0, "other": 0}
+    names = set(spec.models)
+    for st in spec.stages:
+        new = [n for n in st.provides(spec) if n not in spec.models]
+        counts[kinds.get(st.kind, "other")] += len(new)
+        names |= set(new)
+    parts = [f"{counts['train']} models to train", f"{counts['merge']} merges",
+             f"{counts['search'] // 2} safety-aware/unaware search pairs"]
+    return ", ".join(parts) + f"; {len(names) + 1} models to evaluate (base included), cached and resumable"
+
+
 def environment(command: list[str] | None) -> dict[str, Any]:
     versions = {}
     for pkg in PACKAGES:
@@ -68,6 +83,8 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
     atomic_write_json(out / "spec.json", spec.model_dump(mode="json"))
     started = time.perf_counter()
     timings: list[dict[str, Any]] = []
+    if not quiet:
+        (console or Console(stderr=True)).print(f"[bold]study {spec.name}[/bold] -> {out}: {plan_summary(spec)}")
     world = resolve_world(spec, out, show_progress=not quiet)  # before our progress display: it has its own
     with make_progress(console=console, disable=quiet) as progress:
         ctx = StudyContext(spec=spec, out=out, world=world, progress=progress)

@@ -346,7 +346,7 @@ def load_spec(path: str | os.PathLike) -> StudySpec:
         spec = StudySpec.model_validate(raw)
     except ValidationError as exc:
         raise config_error_from_validation(exc, path) from None
-    return _resolve_paths(spec, path.parent)
+    return _resolve_paths(spec, path.resolve().parent)
 
 
 def _resolve_paths(spec: StudySpec, root: Path) -> StudySpec:

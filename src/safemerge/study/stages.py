@@ -102,6 +102,7 @@ class StudyContext:
     events: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stage_label: str = ""
+    evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # eval key digest -> unit record
 
     def add(self, name: str, path: str | Path, given: bool = False) -> ModelEntry:
         entry = describe(name, path, given)

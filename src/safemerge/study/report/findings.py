@@ -16,6 +16,7 @@ from safemerge.study.report.tables import (
     mix_reference,
     pareto_front,
     select,
+    sweep,
     tradeoff_points,
 )
 
@@ -142,6 +143,29 @@ def _languages(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _sweeps(results: dict[str, Any]) -> list[str]:
+    """Per stage: how harm change and win-rate move from the lowest to the highest safety weight."""
+    out = []
+    for stage in ("sft", "dpo"):
+        parts = []
+        for m in METHODS:
+            pts = sweep(results, m, stage)
+            if len(pts) < 2:
+                continue
+            (w0, n0), (w1, n1) = pts[0], pts[-1]
+            h0, h1 = metric(results, n0, "harm_change").value, metric(results, n1, "harm_change").value
+            g0, g1 = metric(results, n0, "win_rate").value, metric(results, n1, "win_rate").value
+            if None in (h0, h1, g0, g1):
+                continue
+            parts.append(f"{METHOD_LABEL[m]} harm {h0:+.1f} -> {h1:+.1f} %, win-rate {g0:.1f} -> {g1:.1f} %")
+        if parts:
+            lo = min(w for m in METHODS for w, _ in sweep(results, m, stage))
+            hi = max(w for m in METHODS for w, _ in sweep(results, m, stage))
+            out.append(f"Raising the safety-expert weight from {lo:g} to {hi:g} at {STAGE_LABEL[stage]}: "
+                       + "; ".join(parts) + ".")
+    return out
+
+
 def _timing(results: dict[str, Any]) -> list[str]:
     mtd = [n for n, m in results["models"].items() if m["group"] == "merge_then_dpo"]
     out = []
@@ -214,6 +238,7 @@ def findings(results: dict[str, Any]) -> list[str]:
     for stage in ("sft", "dpo"):
         out += _vs_mix(results, stage)
     out += _pareto(results)
+    out += _sweeps(results)
     out += _languages(results)
     out += _timing(results)
     out += _language_merges(results)

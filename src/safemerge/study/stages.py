@@ -175,7 +175,7 @@ def unit(ctx: StudyContext, name: str, key: Any, compute: Callable[[], dict[str,
 def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path], Path]) -> None:
     if ctx.given(name) is not None:
         return
-    shared = {"settings": ctx.spec.train.model_dump(mode="json"), "seed": ctx.spec.seed, "world": _world_id(ctx)}
+    shared = {"settings": recipe_settings(ctx).model_dump(mode="json"), "world": _world_id(ctx)}  # + seed, size
     root = ctx.out / "train" / short(hash_obj(shared), 10)  # other settings or another world: another folder
     rec = unit(ctx, name, {"train": key, **shared}, lambda: {"path": ctx.rel(Path(fn(root)))})
     ctx.add(name, ctx.abs(rec["path"]))

@@ -22,3 +22,11 @@ def sft_run(tiny_models, train_files, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("runs") / "sft"
     return train_sft(tiny_models["base"], train_files["sft"], out, SFTConfig(lr=3e-3, epochs=2, batch_size=8))
+
+
+@pytest.fixture(scope="session")
+def world():
+    """The study's default world (built once into the shared cache, reused by every part's tests)."""
+    from safemerge.data.world import default_world
+
+    return default_world(show_progress=False)

@@ -56,7 +56,7 @@ def as_world(world: Any) -> Any:
     if isinstance(world, (str, os.PathLike)):
         path = Path(world)
         if not (path / "world.json").is_file():
-            raise InputError(f"{path}: not a world directory (no world.json); build one with `safemerge data world`")
+            raise InputError(f"{path}: not a world directory (no world.json); build one with `safemerge testbed build DIR`")
         from safemerge.data.world import World
 
         return World.load(path)
@@ -80,8 +80,8 @@ def _pool(world: Any, stage: Stage, kinds: tuple[str, ...], lang: str, split: st
     for kind in kinds:
         if stage == "sft":
             rows += world.records(kind, split, langs=[lang])
-        else:
-            rows += world.dpo_records(kind, split, langs=[lang]) if Path(world.dpo_path(kind, split)).is_file() else []
+        elif Path(world.dpo_path(kind, split)).is_file():
+            rows += world.dpo_records(kind, split, langs=[lang])
     return sorted(rows, key=lambda r: str(r.get("id", "")))
 
 

@@ -38,6 +38,14 @@ def task_cost(task: TensorTask) -> int:
     return task.in_bytes + numel * width * (2 * n_in + 1) + task.out.nbytes
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """Whether ``x`` has no NaN/Inf: one summing pass (any NaN/Inf makes the float32 sum non-finite); only a
+    non-finite sum (possibly a mere overflow) pays for the elementwise check."""
+    if x.numel() == 0 or bool(torch.isfinite(x.sum(dtype=torch.float32 if x.itemsize < 8 else x.dtype))):
+        return True
+    return bool(torch.isfinite(x).all())
+
+
 def run_task(plan: MergePlan, task: TensorTask, seed: int, check_finite: bool = False,
              align: Aligner | None = None) -> torch.Tensor:
     """Read the inputs of one task, apply the method and return the output tensor (in the output dtype)."""
@@ -54,7 +62,7 @@ def run_task(plan: MergePlan, task: TensorTask, seed: int, check_finite: bool = 
         raw = {k: v.to(dtype) for k, v in raw.items()}
     if check_finite and floating:
         for (label, name) in refs:
-            if not bool(torch.isfinite(raw[label]).all()):
+            if not all_finite(raw[label]):
                 where = getattr(plan.sources[label], "path", label)
                 raise InputError(f"{where}: tensor {name!r} contains NaN/Inf values; fix or re-download that model")
     if align is not None and task.vocab_rows is not None:

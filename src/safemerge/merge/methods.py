@@ -9,6 +9,7 @@ aligned with ``tensors``. Inputs are never modified. Random methods draw only fr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from safemerge.errors import ConfigError
 from safemerge.merge import sparsify as sp
 
 BasePolicy = Literal["required", "optional", "ignored"]
+_PARALLEL_MIN = 1 << 16  # prune models in threads from this many elements per tensor
 _SLERP_CHUNK = 1024 * 1024  # mergekit's slerp reduction chunk (changes float rounding: keep it)
 
 
@@ -234,28 +236,38 @@ Pruner = Callable[[int, Tensor], Tensor]
 
 
 def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[float], prune: Pruner | None,
-                  consensus: bool, normalize: bool, lambda_: float) -> Tensor:
+                  consensus: bool, normalize: bool, lambda_: float, parallel: bool = False) -> Tensor:
     """Shared core: ``base + lambda * sum_i w_i m_i P(x_i - base) / D`` in the input dtype.
 
     ``P`` prunes, ``m_i`` is TIES sign agreement (1 without consensus) and ``D`` (only with ``normalize``) is
-    ``sum_i w_i m_i`` per entry with consensus, ``sum_i w_i`` without (a ~0 divisor counts as 1).
+    ``sum_i w_i m_i`` per entry with consensus, ``sum_i w_i`` without (a ~0 divisor counts as 1). ``parallel``:
+    prune the models in threads (only for pruners that draw no random numbers: the draw order is fixed).
     """
     if not tensors:
         return base
     deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
-    for i, x in enumerate(tensors):
-        torch.sub(x, base, out=deltas[i])
+
+    def delta(i: int) -> None:
+        torch.sub(tensors[i], base, out=deltas[i])
         if prune is not None:
             pruned = prune(i, deltas[i])
             if pruned.data_ptr() != deltas[i].data_ptr():
                 deltas[i].copy_(pruned)
+
+    if parallel and prune is not None and len(tensors) > 1 and base.numel() >= _PARALLEL_MIN:
+        # the magnitude sorts are single-threaded: run the models' pruning side by side
+        with ThreadPoolExecutor(max_workers=len(tensors), thread_name_prefix="safemerge-prune") as pool:
+            list(pool.map(delta, range(len(tensors))))
+    else:
+        for i in range(len(tensors)):
+            delta(i)
     w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device)
     w = w.view(-1, *([1] * base.dim()))
     deltas.mul_(w)
     if consensus:
-        agree = sp.sign_agreement(deltas)
-        mixed = deltas.mul_(agree).sum(dim=0)
-        divisor = (w * agree).sum(dim=0)
+        disagree = sp.sign_disagreement(deltas)
+        mixed = deltas.masked_fill_(disagree, 0).sum(dim=0)
+        divisor = torch.where(disagree, 0, w).sum(dim=0)  # the sum of the agreeing weights, as w * agree
         divisor[divisor == 0] = 1
     else:
         mixed = deltas.sum(dim=0)
@@ -274,10 +286,9 @@ def _magnitude_pruner(density: Sequence[float], rescale: bool, tie_break: sp.Tie
         if density[i] >= 1:
             return delta
         keep = sp.magnitude_mask(delta, density[i], tie_break)
-        if not rescale:
-            return delta.mul_(keep)
-        before = delta.abs().sum()
-        return sp.l1_rescale_(delta.mul_(keep), before)
+        before = delta.abs().sum() if rescale else None
+        delta.masked_fill_(keep.logical_not_(), 0)
+        return delta if before is None else sp.l1_rescale_(delta, before)
     return prune
 
 
@@ -287,10 +298,9 @@ def _outlier_pruner(density: Sequence[float], gamma: Sequence[float], rescale: b
         if density[i] >= 1:
             return delta
         keep = sp.outlier_mask(delta, density[i], gamma[i], tie_break)
-        if not rescale:
-            return delta.mul_(keep)
-        before = delta.abs().sum()
-        return sp.l1_rescale_(delta.mul_(keep), before)
+        before = delta.abs().sum() if rescale else None
+        delta.masked_fill_(keep.logical_not_(), 0)
+        return delta if before is None else sp.l1_rescale_(delta, before)
     return prune
 
 
@@ -306,7 +316,7 @@ def ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], de
     """TIES: trim each delta to its ``max(1, int(density_i n))`` largest magnitudes, weight, elect the sign of
     ``sum_i w_i d_i``, sum the agreeing entries and divide by the sum of the agreeing weights (``normalize``)."""
     prune = _magnitude_pruner(density, rescale, tie_break)
-    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_)
+    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_, parallel=True)
 
 
 def _dare_pruner(density: Sequence[float], rescale: bool, rescale_mode: sp.RescaleMode,
@@ -337,7 +347,7 @@ def breadcrumbs(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[flo
     """Model Breadcrumbs: drop the ``int(gamma_i n)`` largest-magnitude outliers and the smallest entries so that
     ``int(density_i n)`` remain, then task arithmetic."""
     prune = _outlier_pruner(density, gamma, rescale, tie_break)
-    return _task_vectors(base, tensors, weight, prune, False, normalize, lambda_)
+    return _task_vectors(base, tensors, weight, prune, False, normalize, lambda_, parallel=True)
 
 
 def breadcrumbs_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float],
@@ -346,7 +356,7 @@ def breadcrumbs_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequenc
                      **_: Any) -> Tensor:
     """Breadcrumbs pruning followed by TIES sign election."""
     prune = _outlier_pruner(density, gamma, rescale, tie_break)
-    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_)
+    return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_, parallel=True)
 
 
 def _della_pruner(density: Sequence[float], epsilon: Sequence[float], rescale: bool,

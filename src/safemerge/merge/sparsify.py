@@ -19,6 +19,7 @@ same seed gives mergekit's masks (one draw per element, in memory order), indepe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -59,35 +60,78 @@ def kth_smallest(w: Tensor, rank: int) -> Tensor:
     return torch.kthvalue(w, rank + 1).values
 
 
+def magnitude_keys(delta: Tensor) -> Tensor:
+    """Non-negative integer keys ordered exactly like mergekit's sort keys ``|delta|.float()`` (no NaNs).
+
+    The bit pattern of a non-negative IEEE float is monotonic in its value: 16-bit inputs give int16 keys (their
+    float32 conversion is exact), float32 int32 keys; float64 is rounded to float32 first, as mergekit does.
+    """
+    if delta.dtype in (torch.bfloat16, torch.float16):
+        return delta.reshape(-1).view(torch.int16) & 0x7FFF
+    w = delta.reshape(-1)
+    w = w.float() if w.dtype != torch.float32 else w
+    return w.view(torch.int32) & 0x7FFFFFFF
+
+
+def _select(keys: Tensor, ranks: list[int]) -> list[tuple[int, int, int]]:
+    """Radix selection on non-negative int16/int32 ``keys``: per 0-based ascending rank, the key at that rank,
+    the count of smaller keys and the count of equal keys. O(n) per pass, unaffected by ties (histograms)."""
+    if keys.dtype == torch.int16:
+        cum = torch.bincount(keys, minlength=1 << 15).cumsum(0)
+        out = []
+        for rank in ranks:
+            v = int(torch.searchsorted(cum, rank, right=True))
+            below = int(cum[v - 1]) if v else 0
+            out.append((v, below, int(cum[v]) - below))
+        return out
+    high = keys >> 16
+    cum_hi = torch.bincount(high, minlength=1 << 15).cumsum(0)
+    out = []
+    for rank in ranks:
+        h = int(torch.searchsorted(cum_hi, rank, right=True))
+        below_hi = int(cum_hi[h - 1]) if h else 0
+        cum = torch.bincount(keys[high == h] & 0xFFFF, minlength=1 << 16).cumsum(0)
+        low = int(torch.searchsorted(cum, rank - below_hi, right=True))
+        below = below_hi + (int(cum[low - 1]) if low else 0)
+        out.append(((h << 16) | low, below, below_hi + int(cum[low]) - below))
+    return out
+
+
 def rank_window_mask(w: Tensor, start: int, stop: int, *, descending: bool, tie_break: TieBreak) -> Tensor:
-    """Bool mask of the elements of 1-D ``w`` at sorted positions ``[start, stop)``.
+    """Bool mask of the elements of 1-D non-negative ``w`` at sorted positions ``[start, stop)``.
 
     Matches ``torch.argsort(w, descending=True)[start:stop]`` (descending) or
     ``torch.sort(w).indices[start:stop]`` (ascending) as mergekit calls them, see the module docstring on ties.
     """
-    n = w.numel()
+    return _keys_window_mask(magnitude_keys(w), start, stop, descending, tie_break, lambda: w)
+
+
+def _keys_window_mask(keys: Tensor, start: int, stop: int, descending: bool, tie_break: TieBreak,
+                      magnitudes: Callable[[], Tensor]) -> Tensor:
+    """:func:`rank_window_mask` on :func:`magnitude_keys`; ``magnitudes()`` gives mergekit's sort input."""
+    n = keys.numel()
     start, stop = max(0, start), min(n, stop)
     if stop <= start:
-        return torch.zeros_like(w, dtype=torch.bool)
+        return torch.zeros_like(keys, dtype=torch.bool)
     if start == 0 and stop == n:
-        return torch.ones_like(w, dtype=torch.bool)
+        return torch.ones_like(keys, dtype=torch.bool)
     # ascending ranks of the smallest and largest kept values
     lo_rank, hi_rank = (n - stop, n - 1 - start) if descending else (start, stop - 1)
-    lo = kth_smallest(w, lo_rank) if lo_rank > 0 else None
-    hi = kth_smallest(w, hi_rank) if hi_rank < n - 1 else None
-    keep = torch.ones_like(w, dtype=torch.bool) if lo is None else w > lo
+    ranks = ([lo_rank] if lo_rank > 0 else []) + ([hi_rank] if hi_rank < n - 1 else [])
+    found = dict(zip(ranks, _select(keys, ranks)))
+    lo = found[lo_rank] if lo_rank > 0 else None
+    hi = found[hi_rank] if hi_rank < n - 1 else None
+    keep = torch.ones_like(keys, dtype=torch.bool) if lo is None else keys > lo[0]
     if hi is not None:
-        keep &= w < hi
-    for value in {float(v) for v in (lo, hi) if v is not None}:
-        equal = w == value
-        count = int(equal.sum())
-        below = int((w < value).sum())
+        keep &= keys < hi[0]
+    for value, below, count in {b for b in (lo, hi) if b is not None}:
         first = n - below - count if descending else below  # sorted position of the tie group
         a, b = max(start, first) - first, min(stop, first + count) - first
+        equal = keys == value
         if a <= 0 and b >= count:
             keep |= equal  # the whole tie group is inside the window
-        elif tie_break == "mergekit" and value != 0.0:  # a split zero group gives the same merge either way
-            return _sorted_window(w, start, stop, descending)
+        elif tie_break == "mergekit" and value != 0:  # a split zero group gives the same merge either way
+            return _sorted_window(magnitudes(), start, stop, descending)
         else:
             keep[equal.nonzero().flatten()[a:b]] = True
     return keep
@@ -106,6 +150,16 @@ def _magnitudes(delta: Tensor) -> Tensor:
     return w.float() if w.device.type == "cpu" else w
 
 
+def _window_mask(delta: Tensor, start: int, stop: int, descending: bool, tie_break: TieBreak) -> Tensor:
+    n = delta.numel()
+    if tie_break == "mergekit" and delta.dtype.itemsize == 2 and 0 < stop - max(0, start) < n:
+        # 16-bit magnitudes take ~2k distinct values: the cut splits a tie group on practically every tensor,
+        # so a selection would only precede the sort that mergekit's exact kept set needs anyway
+        return _sorted_window(_magnitudes(delta), start, stop, descending).reshape(delta.shape)
+    mask = _keys_window_mask(magnitude_keys(delta), start, stop, descending, tie_break, lambda: _magnitudes(delta))
+    return mask.reshape(delta.shape)
+
+
 def magnitude_mask(delta: Tensor, density: float, tie_break: TieBreak = "mergekit") -> Tensor:
     """Keep the ``k = max(1, int(density * n))`` largest ``|delta|`` (TIES trim); bool mask shaped like delta."""
     if density >= 1:
@@ -113,7 +167,7 @@ def magnitude_mask(delta: Tensor, density: float, tie_break: TieBreak = "mergeki
     if density <= 0 or delta.numel() == 0:
         return torch.zeros_like(delta, dtype=torch.bool)
     k = max(1, int(density * delta.numel()))
-    return rank_window_mask(_magnitudes(delta), 0, k, descending=True, tie_break=tie_break).reshape(delta.shape)
+    return _window_mask(delta, 0, k, True, tie_break)
 
 
 def outlier_mask(delta: Tensor, density: float, gamma: float, tie_break: TieBreak = "mergekit") -> Tensor:
@@ -124,8 +178,7 @@ def outlier_mask(delta: Tensor, density: float, gamma: float, tie_break: TieBrea
         return torch.ones_like(delta, dtype=torch.bool)
     target = int(density * n)
     n_bot = max(0, n - target - int(gamma * n))
-    return rank_window_mask(_magnitudes(delta), n_bot, n_bot + target, descending=False,
-                            tie_break=tie_break).reshape(delta.shape)
+    return _window_mask(delta, n_bot, n_bot + target, False, tie_break)
 
 
 def random_keep(shape: torch.Size, prob: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -219,3 +272,9 @@ def sign_agreement(deltas: Tensor) -> Tensor:
     (``+`` when the sum is 0); returns the bool mask of entries whose sign equals it (zeros never agree)."""
     positive = deltas.sum(dim=0) >= 0
     return torch.where(positive, deltas > 0, deltas < 0)
+
+
+def sign_disagreement(deltas: Tensor) -> Tensor:
+    """Complement of :func:`sign_agreement` (zeros always disagree), computed without a second pass."""
+    positive = deltas.sum(dim=0) >= 0
+    return torch.where(positive, deltas <= 0, deltas >= 0)

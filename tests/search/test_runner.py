@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -19,11 +17,21 @@ def _losses(records):
     return [(r["index"], round(r["loss"], 6)) for r in records]
 
 
+CMA8 = {"name": "cma", "budget": 8, "popsize": 4, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_models, objective_files, tmp_path_factory):
+    """An uninterrupted CMA-ES search (2 generations of 4) that the resumption tests compare against."""
+    spec = make_spec(tiny_models, objective_files, optimizer=CMA8)
+    out = tmp_path_factory.mktemp("reference") / "full"
+    return spec, run_search(spec, out, show_progress=False), out
+
+
 @pytest.mark.slow
-def test_killed_search_resumes_to_the_same_result(tiny_models, objective_files, tmp_path):
-    spec = make_spec(tiny_models, objective_files, optimizer={"name": "cma", "budget": 8, "popsize": 4, "seed": 0})
-    full = run_search(spec, tmp_path / "full", show_progress=False)
-    assert len(full.records) == 8 and (tmp_path / "full" / "best.yaml").is_file()
+def test_stopped_search_resumes_to_the_same_result(reference_run, tiny_models, objective_files, tmp_path):
+    spec, full, full_dir = reference_run
+    assert len(full.records) == 8 and (full_dir / "best.yaml").is_file()
 
     part = run_search(spec, tmp_path / "part", show_progress=False, stop_after=5)
     assert len(part.records) == 5 and not (tmp_path / "part" / "best.yaml").exists()
@@ -32,9 +40,9 @@ def test_killed_search_resumes_to_the_same_result(tiny_models, objective_files, 
     resumed = run_search(spec, tmp_path / "part", show_progress=False, resume=True)
     assert _losses(resumed.records) == _losses(full.records)
     assert resumed.best["index"] == full.best["index"]
-    assert (tmp_path / "part" / "best.yaml").read_text() == (tmp_path / "full" / "best.yaml").read_text()
+    assert (tmp_path / "part" / "best.yaml").read_text() == (full_dir / "best.yaml").read_text()
 
-    other = make_spec(tiny_models, objective_files, optimizer={"name": "cma", "budget": 8, "popsize": 4, "seed": 1})
+    other = make_spec(tiny_models, objective_files, optimizer={**CMA8, "seed": 1})
     with pytest.raises(InputError, match="different spec"):
         run_search(other, tmp_path / "part", show_progress=False, resume=True)
 
@@ -116,19 +124,50 @@ def test_mismatched_architectures_are_rejected(tiny_models, objective_files, tmp
         prepare(spec)
 
 
-@pytest.mark.slow
-def test_cli_reports_user_errors_in_one_line(tiny_models, objective_files, tmp_path):
+def test_cli_reports_user_errors_in_one_line(tiny_models, objective_files, tmp_path, capsys):
+    from safemerge.cli import main
+
     spec = make_spec(tiny_models, objective_files, space={"params": ["t"]})
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
-    proc = subprocess.run([sys.executable, "-m", "safemerge.cli", "search", str(path), "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+    with pytest.raises(SystemExit) as bad:
+        main(["search", str(path), "--out", str(tmp_path / "o")])
+    assert bad.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         "error: space.params: method 'ties' has no parameter 't'; its parameters are "
         "['density', 'int8_mask', 'lambda', 'normalize', 'rescale', 'tie_break', 'weight']"]
-    ok = make_spec(tiny_models, objective_files)
-    path.write_text(yaml.safe_dump(ok))
-    proc = subprocess.run([sys.executable, "-m", "safemerge.cli", "search", str(path), "--out", str(tmp_path / "o"),
-                           "--check"], capture_output=True, text=True)
-    assert proc.returncode == 0 and proc.stdout.startswith("ok: 4 genes"), proc.stderr
+    path.write_text(yaml.safe_dump(make_spec(tiny_models, objective_files)))
+    with pytest.raises(SystemExit) as ok:
+        main(["search", str(path), "--out", str(tmp_path / "o"), "--check"])
+    assert ok.value.code in (0, None) and capsys.readouterr().out.startswith("ok: 4 genes")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_sigkilled_cli_search_resumes_to_the_same_result(reference_run, tmp_path):
+    """A `safemerge search` process killed with SIGKILL mid-search continues with --resume to the same records."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    spec, full, full_dir = reference_run
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "safemerge.cli", "search", str(path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cands = out / "candidates.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if cands.is_file() and len(cands.read_text().splitlines()) >= 3:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    assert not (out / "best.yaml").exists()
+    resumed = run_search(spec, out, resume=True, show_progress=False)
+    assert _losses(resumed.records) == _losses(full.records)
+    assert (out / "best.yaml").read_text() == (full_dir / "best.yaml").read_text()

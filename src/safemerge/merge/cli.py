@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,12 @@ def register(app: typer.Typer) -> None:
                                            "500MB, 2GiB or bytes."),
         max_memory: str = typer.Option(None, "--max-memory", help="Budget for tensors in flight, e.g. 8GB "
                                        "(default: unbounded window of 2 x threads tensors)."),
-        threads: int = typer.Option(1, "--threads", min=1, help="Worker threads for the tensor math."),
+        threads: int = typer.Option(None, "--threads", min=1, help="Worker threads for the tensor math "
+                                    "(default: the number of CPU cores)."),
+        fast_ties: bool = typer.Option(False, "--fast-ties", help="Magnitude pruning (ties, breadcrumbs*) keeps "
+                                       "the lowest-index entries among equal |delta| at the cut (tie_break: index, "
+                                       "O(n)) instead of mergekit's exact choice, unless the recipe sets "
+                                       "tie_break. Same count and magnitudes; faster."),
         seed: int = typer.Option(0, "--seed", help="Seed of random methods (DARE, DELLA); per-tensor streams, "
                                  "so output does not depend on --threads."),
         copy_tokenizer: bool = typer.Option(True, "--copy-tokenizer/--no-copy-tokenizer",
@@ -50,6 +56,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"# read {_human(plan.bytes_read)} ({plan.bytes_read} bytes), "
                        f"write {_human(plan.bytes_written)} ({plan.bytes_written} bytes)")
             return
-        out = merge(config, out_dir, max_shard_size=max_shard_size, max_memory=max_memory, threads=threads,
-                    seed=seed, copy_tokenizer=copy_tokenizer, overwrite=overwrite, progress=sys.stderr.isatty())
+        out = merge(config, out_dir, max_shard_size=max_shard_size, max_memory=max_memory,
+                    threads=threads or os.cpu_count() or 1, seed=seed, copy_tokenizer=copy_tokenizer,
+                    overwrite=overwrite, progress=sys.stderr.isatty(), fast_ties=fast_ties)
         typer.echo(f"merged model written to {out}")

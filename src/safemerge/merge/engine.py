@@ -121,16 +121,34 @@ def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *
             raise
 
 
+def with_fast_ties(cfg: MergeConfig) -> MergeConfig:
+    """``cfg`` with ``tie_break: index`` (O(n) magnitude pruning, see docs/methods.md) when its method takes
+    ``tie_break`` and the recipe does not set it at any level."""
+    from safemerge.merge.methods import METHODS
+
+    spec = METHODS.get(cfg.merge_method)
+    if spec is None or not any(p.name == "tie_break" for p in spec.params):
+        return cfg
+    scopes = [cfg.parameters] + [m.parameters for m in cfg.models or []]
+    for s in cfg.slices or []:
+        scopes += [s.parameters] + [src.parameters for src in s.sources]
+    if any(scope and "tie_break" in scope for scope in scopes):
+        return cfg
+    return cfg.model_copy(update={"parameters": {**(cfg.parameters or {}), "tie_break": "index"}})
+
+
 def merge_state_dicts(config: Any, state_dicts: dict[str, dict[str, torch.Tensor]], seed: int = 0, *,
                       out: dict[str, torch.Tensor] | None = None, threads: int = 1,
-                      check_finite: bool = False) -> dict[str, torch.Tensor]:
+                      check_finite: bool = False, fast_ties: bool = False) -> dict[str, torch.Tensor]:
     """Merge in memory with exactly the semantics of :func:`safemerge.merge.merge`.
 
     ``config`` is a mergekit-style config (path, YAML text, dict or :class:`MergeConfig`) whose model references
     are keys of ``state_dicts``. With ``out`` (e.g. a resident model's ``state_dict()``), results are copied into
-    the existing tensors of the same name (no new allocation kept) and ``out`` is returned.
+    the existing tensors of the same name (no new allocation kept) and ``out`` is returned. ``fast_ties``: see
+    :func:`with_fast_ties`.
     """
     cfg: MergeConfig = load_config(config)
+    cfg = with_fast_ties(cfg) if fast_ties else cfg
     sources = {label: DictSource(label, sd) for label, sd in state_dicts.items()}
     plan = build_plan(cfg, sources)
     result: dict[str, torch.Tensor] = out if out is not None else {}
@@ -208,12 +226,14 @@ def _copy_files(src_dir: Any, dst: Any, names: tuple[str, ...]) -> None:
 
 def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_memory: str | int | None = None,
           threads: int = 1, seed: int = 0, copy_tokenizer: bool = True, overwrite: bool = False,
-          progress: bool = False, check_finite: bool = True) -> Any:
+          progress: bool = False, check_finite: bool = True, fast_ties: bool = False) -> Any:
     """Merge the models of a mergekit YAML config into ``out_dir`` (a loadable HF model dir) and return its path.
 
     Streaming: one tensor per worker at a time, memory-mapped reads, shards of at most ``max_shard_size`` bytes,
     at most ``max_memory`` estimated bytes in flight. Everything checkable from headers is validated before any
-    tensor is read; a failure leaves no output directory (atomic rename at the end).
+    tensor is read; a failure leaves no output directory (atomic rename at the end). ``fast_ties``: magnitude
+    pruning keeps the lowest-index entries among equal ``|delta|`` at the cut (``tie_break: index``, O(n)) unless
+    the recipe sets ``tie_break``; the default keeps exactly mergekit's entries.
     """
     import json
     from pathlib import Path
@@ -231,8 +251,11 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
         raise SafemergeError(f"--threads must be >= 1, got {threads}")
     if out_dir.exists() and not overwrite:
         raise InputError(f"{out_dir}: output directory already exists; pass --overwrite or choose another path")
-    cfg, plan = open_plan(config)
+    given = load_config(config)
+    cfg, plan = open_plan(with_fast_ties(given) if fast_ties else given)
     recipe = config_text(config)
+    if cfg is not given:
+        recipe += "\n# merged by `safemerge merge --fast-ties`: parameters.tie_break = index\n"
     out_cfg = output_config(plan)
     donor = plan.sources[donor_label(cfg)]
     tok_choice = cfg.tokenizer_choice

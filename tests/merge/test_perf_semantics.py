@@ -1,0 +1,106 @@
+"""Semantics of the fast paths: radix selection, `tie_break: index`, --fast-ties, parallel pruning, finite check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safemerge.merge import methods as mt
+from safemerge.merge import sparsify as sp
+from safemerge.merge.config import load_config
+from safemerge.merge.engine import all_finite, merge_state_dicts, with_fast_ties
+
+
+def _quantised(n: int, levels: int, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(-levels, levels + 1, (n,), generator=g).float() * 0.001
+    return x.to(dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3000), st.integers(0, 40), st.sampled_from([torch.float32, torch.bfloat16, torch.float16]),
+       st.integers(0, 10**6), st.data())
+def test_select_matches_a_sort(n, levels, dtype, seed, data):
+    keys = sp.magnitude_keys(_quantised(n, levels, dtype, seed))
+    ranks = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=3))
+    ordered = keys.long().sort().values
+    for rank, (value, below, count) in zip(ranks, sp._select(keys, ranks)):
+        assert value == int(ordered[rank])
+        assert below == int((keys.long() < value).sum()) and count == int((keys.long() == value).sum())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 3000), st.integers(0, 30), st.sampled_from([torch.float32, torch.bfloat16]),
+       st.floats(0.01, 0.99), st.integers(0, 10**6))
+def test_index_tie_break_is_a_stable_sort(n, levels, dtype, density, seed):
+    delta = _quantised(n, levels, dtype, seed)
+    mags = delta.abs().float()
+    k = max(1, int(density * n))
+    expected = torch.zeros(n, dtype=torch.bool)
+    expected[torch.sort(mags, descending=True, stable=True).indices[:k]] = True
+    assert torch.equal(sp.magnitude_mask(delta, density, "index"), expected)
+    target, n_bot = int(density * n), max(0, n - int(density * n) - int(0.05 * n))
+    expected = torch.zeros(n, dtype=torch.bool)
+    expected[torch.sort(mags, stable=True).indices[n_bot:n_bot + target]] = True
+    assert torch.equal(sp.outlier_mask(delta, density, 0.05, "index"), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bf16_and_fp32_exact_mode_is_mergekits_sort(dtype):
+    delta = _quantised(200_000, 500, dtype, 1).reshape(400, 500)
+    k = int(0.3 * delta.numel())
+    expected = torch.zeros(delta.numel(), dtype=torch.bool)
+    expected[torch.argsort(delta.abs().reshape(-1).float(), descending=True)[:k]] = True
+    assert torch.equal(sp.magnitude_mask(delta, 0.3, "mergekit").reshape(-1), expected)
+
+
+def test_parallel_pruning_equals_sequential():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(300, 400, generator=g).bfloat16()
+    xs = [(base.float() + 0.01 * torch.randn(300, 400, generator=g)).bfloat16() for _ in range(3)]
+    prune = mt._magnitude_pruner([0.3, 0.5, 0.7], False, "mergekit")
+    one = mt._task_vectors(base, xs, [0.2, 0.5, 0.3], prune, True, True, 1.0, parallel=False)
+    many = mt._task_vectors(base, xs, [0.2, 0.5, 0.3], prune, True, True, 1.0, parallel=True)
+    assert torch.equal(one, many)
+
+
+def _cfg(method: str, **params) -> dict:
+    return {"merge_method": method, "base_model": "base", "parameters": params,
+            "models": [{"model": "a", "parameters": {"weight": 0.6, "density": 0.4}},
+                       {"model": "b", "parameters": {"weight": 0.4, "density": 0.6}}]}
+
+
+def test_fast_ties_sets_index_only_where_unset():
+    assert with_fast_ties(load_config(_cfg("ties"))).parameters == {"tie_break": "index"}
+    pinned = load_config(_cfg("ties", tie_break="mergekit"))
+    assert with_fast_ties(pinned) is pinned
+    dare = load_config(_cfg("dare_ties"))
+    assert with_fast_ties(dare) is dare
+
+
+def test_fast_ties_merge_equals_explicit_index_and_differs_only_at_ties():
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(64, 80, generator=g).bfloat16()}
+    sds = {"base": base, **{m: {"w": (base["w"].float() + 0.01 * torch.randn(64, 80, generator=g)).bfloat16()}
+                            for m in "ab"}}
+    fast = merge_state_dicts(_cfg("ties"), sds, fast_ties=True)["w"]
+    assert torch.equal(fast, merge_state_dicts(_cfg("ties", tie_break="index"), sds)["w"])
+    exact = merge_state_dicts(_cfg("ties"), sds)["w"]
+    differ = fast != exact
+    if differ.any():  # only entries whose |delta| sits at a model's cut can differ
+        cuts = []
+        for m, rho in (("a", 0.4), ("b", 0.6)):
+            mags = (sds[m]["w"] - base["w"]).abs().float().reshape(-1)
+            cuts.append(mags == mags.sort(descending=True).values[int(rho * mags.numel()) - 1])
+        assert bool((differ.reshape(-1) <= (cuts[0] | cuts[1])).all())
+
+
+def test_all_finite():
+    assert all_finite(torch.ones(10, dtype=torch.bfloat16)) and all_finite(torch.empty(0))
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        x = torch.zeros(1000)
+        x[517] = bad
+        assert not all_finite(x) and not all_finite(x.bfloat16())
+    assert all_finite(torch.full((100,), 3e38))  # the sum overflows, the values are finite

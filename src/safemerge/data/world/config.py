@@ -26,10 +26,10 @@ class BaseModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(4, ge=1)
+    num_layers: int = Field(3, ge=1)
     num_heads: int = Field(4, ge=1)
     num_kv_heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(352, ge=8)
+    intermediate_size: int = Field(256, ge=8)
     max_position_embeddings: int = Field(256, ge=32)
 
     @model_validator(mode="after")
@@ -43,9 +43,9 @@ class PretrainConfig(BaseModel):
     """Plain causal-LM pretraining of the base model on the world's corpus (CPU, fp32)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: int = Field(400, ge=1)
+    steps: int = Field(300, ge=1)
     batch_size: int = Field(16, ge=1)
-    block_size: int = Field(128, ge=16)
+    block_size: int = Field(96, ge=16)
     lr: float = Field(3e-3, gt=0)
     warmup_steps: int = Field(20, ge=0)
     weight_decay: float = Field(0.01, ge=0)

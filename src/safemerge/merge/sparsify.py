@@ -220,11 +220,11 @@ def dare(delta: Tensor, density: float, generator: torch.Generator | None, *, re
 
 def _apply_keep(x: Tensor, keep: Tensor, rescale: bool, mode: RescaleMode, inv_p: Tensor | float) -> Tensor:
     if not rescale:
-        return x * keep
+        return x.masked_fill(keep.logical_not_(), 0)
     if mode == "inverse_p":
         return (x * inv_p).mul_(keep)
     before = x.abs().sum()
-    return l1_rescale_(x * keep, before)
+    return l1_rescale_(x.masked_fill(keep.logical_not_(), 0), before)
 
 
 def della_probs(delta: Tensor, density: float, epsilon: float) -> Tensor:

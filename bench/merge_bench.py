@@ -280,7 +280,7 @@ def _fmt_cmp(c: dict[str, Any]) -> str:
     if c.get("max_abs_diff") is None:
         return c.get("note", "n/a")
     tag = " (random: per-tensor seeding differs by design)" if c.get("random_method") else ""
-    return f"max|diff| {c['max_abs_diff']:.3g}{tag}"
+    return f"max abs diff {c['max_abs_diff']:.3g}{tag}"
 
 
 def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: dict[str, Any]) -> str:
@@ -289,7 +289,7 @@ def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: d
         f"Date: {meta['date']}  ",
         f"Machine: {meta['machine']}  ",
         f"Models: 3 x {meta['params_m']:.0f}M-parameter random Llama ({meta['shape']}), bf16, "
-        f"{meta['shards']} shards each; {meta['repeats']} repeats per tool, alternating, medians reported.",
+        f"{meta['shards']} shards each; {meta['repeats']} run(s) per tool, alternating, medians reported.",
         "",
         "| method | safemerge s | mergekit s | speed-up | target | CPU s (sm / mk) | safemerge RSS MiB "
         "| mergekit RSS MiB | output |",

@@ -151,6 +151,7 @@ def _timing(ctx: StudyContext, label: str, t0: float) -> dict[str, Any]:
         "wall_seconds": round(time.perf_counter() - t0, 2),
         "compute_seconds": round(sum((e.get("compute_seconds") or 0.0) if e["status"] == "cached" else e["seconds"]
                                      for e in evs), 2),
+        "cpu_seconds": round(sum(e.get("cpu_seconds") or 0.0 for e in evs), 2),
         "computed": sum(e["status"] == "computed" for e in evs),
         "cached": sum(e["status"] == "cached" for e in evs),
         "skipped": sum(e["status"] == "skipped" for e in evs),

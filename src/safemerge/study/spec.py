@@ -305,7 +305,10 @@ def default_spec() -> StudySpec:
             LanguageMergeStage(),
             SearchStage(),
         ],
-        eval=EvalSpec(limit=16),
+        # sized for `make demo` on a 2-core CPU (see docs/study.md): 64 training examples per language, 12 test
+        # prompts per language and set, answers up to 32 tokens (the world's answers: median 2-20 tokens)
+        train=TrainSpec(examples_per_language=64),
+        eval=EvalSpec(limit=12, max_new_tokens=32),
     )
 
 

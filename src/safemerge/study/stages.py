@@ -161,13 +161,14 @@ def unit(ctx: StudyContext, name: str, key: Any, compute: Callable[[], dict[str,
     if rec_path.is_file():
         rec = json.loads(rec_path.read_text(encoding="utf-8"))
         if rec.get("key") == digest and ("path" not in rec or ctx.abs(rec["path"]).exists()):
-            ctx.log(name, "cached", 0.0, compute_seconds=rec.get("seconds"))
+            ctx.log(name, "cached", 0.0, compute_seconds=rec.get("seconds"), cpu_seconds=rec.get("cpu_seconds"))
             return rec
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rec = {"name": name, "key": digest, **compute()}
     rec["seconds"] = round(time.perf_counter() - t0, 3)
+    rec["cpu_seconds"] = round(time.process_time() - c0, 3)  # all threads; a load-independent cost measure
     atomic_write_json(rec_path, rec)
-    ctx.log(name, "computed", rec["seconds"])
+    ctx.log(name, "computed", rec["seconds"], cpu_seconds=rec["cpu_seconds"])
     return rec
 
 

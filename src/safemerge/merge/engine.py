@@ -30,12 +30,18 @@ def task_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def task_cost(task: TensorTask) -> int:
-    """Estimated peak bytes of one task: inputs in compute precision, method scratch (~2 tensors per input), output."""
+SORTING_METHODS = frozenset({"ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"})
+_SORT_SCRATCH = 25  # bytes per element of one model's magnitude sort: |d| f32, int64 order, sort buffers, mask
+
+
+def task_cost(task: TensorTask, method: str | None = None) -> int:
+    """Estimated peak bytes of one task: inputs in compute precision, method scratch (~2 tensors per input), output;
+    plus, for ``method``s that sort magnitudes, one sort's scratch per model (the models are pruned in parallel)."""
     n_in = len(task.inputs) + (task.base is not None)
     numel = max(task.out.numel, 1)
     width = max(task.out.dtype.itemsize, 4)
-    return task.in_bytes + numel * width * (2 * n_in + 1) + task.out.nbytes
+    sort = _SORT_SCRATCH * numel * len(task.inputs) if method in SORTING_METHODS and not task.copy else 0
+    return task.in_bytes + numel * width * (2 * n_in + 1) + task.out.nbytes + sort
 
 
 def all_finite(x: torch.Tensor) -> bool:
@@ -87,7 +93,7 @@ def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *
     stats = stats if stats is not None else {}
     stats["peak_in_flight"] = 0
     if max_memory is not None:
-        worst = max((task_cost(t) for t in plan.tasks), default=0)
+        worst = max((task_cost(t, plan.method.name) for t in plan.tasks), default=0)
         if worst > max_memory:
             raise SafemergeError(f"--max-memory {max_memory} bytes is below the {worst} bytes needed by the largest "
                                  "tensor; raise --max-memory")
@@ -107,7 +113,7 @@ def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *
                     on_done(task)
 
             for task in plan.tasks:
-                cost = task_cost(task)
+                cost = task_cost(task, plan.method.name)
                 while pending and (len(pending) >= window or in_flight + cost > budget):
                     drain_one()
                 pending.append((task, pool.submit(run_task, plan, task, seed, check_finite, align), cost))

@@ -53,6 +53,10 @@ def test_registry_errors():
     with pytest.raises(ConfigError, match="judge 'world' takes no option.*base_url"):
         get_judge("world", base_url="http://x")
     assert get_judge("world", model=None).name == "world"  # unset options are ignored
+
+
+@pytest.mark.slow
+def test_openai_judge_needs_a_key_for_the_hosted_api():
     with pytest.raises(ConfigError, match="SAFEMERGE_TEST_NO_SUCH_KEY is not set"):
         get_judge("openai", api_key_env="SAFEMERGE_TEST_NO_SUCH_KEY")
 

@@ -25,6 +25,9 @@ def test_hf_dataset_with_column_mapping(tmp_path):
         ("dolly/0", "en", "q0", "r0"), ("dolly/1", "fr", "q1", "r1"), ("dolly/2", "en", "q2", "r2"),
         ("dolly/3", "fr", "q3", "r3")]
     assert [i.lang for i in suite.load_items(langs=["fr"], limit=1)] == ["fr"]
+    (tmp_path / "s3.yaml").write_text("name: x\nsets: [{name: d, kind: general, hf_dataset: /no/such/ds}]\n")
+    with pytest.raises(InputError, match="cannot load"):
+        EvalSuite.from_yaml(tmp_path / "s3.yaml").load_items()
 
 
 def test_constant_language_and_validation(tmp_path):
@@ -36,9 +39,6 @@ def test_constant_language_and_validation(tmp_path):
                                       "hf_dataset: x}\n")
     with pytest.raises(ConfigError, match="exactly one of path or hf_dataset"):
         EvalSuite.from_yaml(tmp_path / "s2.yaml")
-    (tmp_path / "s3.yaml").write_text("name: x\nsets: [{name: d, kind: general, hf_dataset: /no/such/ds}]\n")
-    with pytest.raises(InputError, match="cannot load"):
-        EvalSuite.from_yaml(tmp_path / "s3.yaml").load_items()
     (tmp_path / "s4.yaml").write_text("- not a mapping\n")
     with pytest.raises(ConfigError, match="must be a mapping"):
         EvalSuite.from_yaml(tmp_path / "s4.yaml")

@@ -152,7 +152,7 @@ def cached_train(
     own_progress = progress is None
     progress = make_progress() if own_progress else progress
     with progress if own_progress else nullcontext(), _torch_threads(config.threads), atomic_dir(out) as tmp:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         net = _load_model(ref, config)
         logger = _RunLogger.make(progress, f"{kind} {out.name}")
         trainer = make_trainer(net, tokenizer, datasets.Dataset.from_list(data.rows), tmp / ".trainer", [logger])
@@ -170,7 +170,8 @@ def cached_train(
             "languages": data.languages, "config": config.model_dump(mode="json"),
             "steps": int(result.global_step), "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None,
-            "train_seconds": round(time.perf_counter() - start, 2), "versions": _versions(),
+            "train_seconds": round(time.perf_counter() - start, 2),
+            "train_cpu_seconds": round(time.process_time() - cpu_start, 2), "versions": _versions(),
         })
         make_readable(tmp)
         if not own_progress:

@@ -3,17 +3,22 @@
 Both paths score the SAME candidate configurations (random per-model weight/density for TIES and DARE-TIES, weights
 for linear, t for SLERP) on the SAME models and objective data, in one run:
 
-- in memory (safemerge.search): the pool is loaded once as state dicts; each candidate is merged with
-  ``merge_state_dicts`` and written into one resident model, then scored (answer-only cross-entropy);
+- in memory (safemerge.search): the pool is loaded once as state dicts; each candidate runs the engine's merge
+  plan on per-pool constants cached across candidates (``ResidentModel.load_merge``, bit-identical to
+  ``merge_state_dicts``) straight into one resident model's parameters, then is scored (answer-only
+  cross-entropy on records tokenized once);
+- before (the previous in-memory path, for comparison in the same run): ``merge_state_dicts`` + copy into the
+  resident model (``engine merge`` column);
 - disk round trip (what an evolutionary search built on mergekit does): each candidate is written as a YAML,
-  merged by mergekit 0.1.5 ``run_merge`` to a folder, loaded with ``AutoModelForCausalLM.from_pretrained`` (+ its
-  tokenizer) and scored the same way.
+  merged by mergekit 0.1.5 ``run_merge`` to a folder, loaded with ``AutoModelForCausalLM.from_pretrained`` and
+  scored the same way (tokenizer loaded and records tokenized once, see :func:`disk_options`).
 
-Reports the median seconds per candidate of each path, evaluations per minute and the speed-up (target >= 10x),
-plus the largest difference between the two paths' losses (they must agree). Models are cached in
+Reports per phase (merge / load / score) the median seconds per candidate of each path, evaluations per minute,
+the speed-up (target >= 10x), the speed-up of what merging in memory removes ((disk merge + load) / memory
+merge), plus the largest difference between the two paths' losses (they must agree). Models are cached in
 ``bench/_work/search/`` (gitignored). Usage::
 
-    .venv/bin/python bench/search_bench.py                       # three model sizes, 8 + 4 candidates each
+    OMP_NUM_THREADS=1 .venv/bin/python bench/search_bench.py     # 2.5M and 19M params, ties + linear
     .venv/bin/python bench/search_bench.py --sizes 1024x8 --disk 3
 """
 
@@ -90,38 +95,60 @@ def score(model: Any, tok: Any, pairs: Any) -> float:
     return answer_loss(model, tok, pairs)
 
 
+Phases = dict[str, list[float]]  # phase -> seconds per candidate
+
+
 def run_in_memory(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dict[str, Any]]
-                  ) -> tuple[list[float], list[float], float]:
+                  ) -> tuple[Phases, list[float], float]:
     from safemerge.evaluate.loss import tokenize_records
+    from safemerge.merge import merge_state_dicts
     from safemerge.search.inmemory import ResidentModel
 
     t0 = time.perf_counter()
     resident = ResidentModel({k: str(v) for k, v in paths.items()}, model_from=str(paths["a"]))
     pairs = tokenize_records(resident.tokenizer, rows)
     setup = time.perf_counter() - t0
-    times, losses = [], []
+    phases: Phases = {"merge": [], "score": [], "engine merge": []}
+    losses = []
     for cfg in cands:
         t = time.perf_counter()
+        resident.write(merge_state_dicts(cfg, resident.state_dicts, seed=0))  # before: the engine, no cache
+        t1 = time.perf_counter()
         resident.load_merge(cfg, seed=0)
+        t2 = time.perf_counter()
         losses.append(score(resident.model, resident.tokenizer, pairs))
-        times.append(time.perf_counter() - t)
-    return times, losses, setup
+        phases["engine merge"].append(t1 - t)
+        phases["merge"].append(t2 - t1)
+        phases["score"].append(time.perf_counter() - t2)
+    return phases, losses, setup
+
+
+def disk_options() -> Any:
+    """mergekit's fastest settings for this round trip: no tokenizer copy (the pool's tokenizer is loaded once, as
+    in memory), no model card, safetensors output, torch threads = this process's; lazy_unpickle only matters for
+    pickled .bin inputs (ours are safetensors)."""
+    import torch
+    from mergekit.options import MergeOptions
+
+    return MergeOptions(copy_tokenizer=False, lazy_unpickle=False, quiet=True, write_model_card=False,
+                        safe_serialization=True, num_threads=torch.get_num_threads())
 
 
 def run_disk(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dict[str, Any]]
-             ) -> tuple[list[float], list[float]]:
+             ) -> tuple[Phases, list[float]]:
     import torch
     import yaml
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
-    from mergekit.options import MergeOptions
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from safemerge.evaluate.loss import tokenize_records
 
-    options = MergeOptions(copy_tokenizer=True, lazy_unpickle=False, quiet=True, write_model_card=False,
-                           num_threads=torch.get_num_threads())
-    times, losses = [], []
+    options = disk_options()
+    tok = AutoTokenizer.from_pretrained(paths["a"])
+    pairs = tokenize_records(tok, rows)
+    phases: Phases = {"merge": [], "load": [], "score": []}
+    losses = []
     tmp = Path(tempfile.mkdtemp(prefix="search-bench-", dir=WORK))
     try:
         for i, cfg in enumerate(cands):
@@ -129,20 +156,29 @@ def run_disk(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dic
             text = yaml.safe_dump(with_paths(cfg, paths))
             out = tmp / f"cand{i}"
             run_merge(MergeConfiguration.model_validate(yaml.safe_load(text)), str(out), options)
+            t1 = time.perf_counter()
             model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-            tok = AutoTokenizer.from_pretrained(out)
-            losses.append(score(model, tok, tokenize_records(tok, rows)))
-            times.append(time.perf_counter() - t)
+            t2 = time.perf_counter()
+            losses.append(score(model, tok, pairs))
+            phases["merge"].append(t1 - t)
+            phases["load"].append(t2 - t1)
+            phases["score"].append(time.perf_counter() - t2)
             shutil.rmtree(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return times, losses
+    return phases, losses
+
+
+COLUMNS = ("model", "method", "engine merge (before)", "mem merge", "mem score", "mem s/cand", "mem eval/min", "disk merge", "disk load",
+           "disk score", "disk s/cand", "disk eval/min", "speed-up", ">= 10x", "merge+load speed-up",
+           "max |loss diff|")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", default="64x2,256x4,512x8",
-                    help="comma-separated HIDDENxLAYERS Llama shapes to measure (intermediate = 2 x hidden)")
+    ap.add_argument("--sizes", default="256x4,512x8",
+                    help="comma-separated HIDDENxLAYERS Llama shapes to measure (intermediate = 2 x hidden); "
+                         "default: 2.5M and 19M parameters")
     ap.add_argument("--memory", type=int, default=8, help="candidates scored in memory (after 1 warm-up)")
     ap.add_argument("--disk", type=int, default=4, help="candidates scored through disk (after 1 warm-up)")
     ap.add_argument("--examples", type=int, default=16, help="objective examples scored per candidate")
@@ -157,9 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     rows = records(args.examples)
     table = Table(title=f"merge-search candidate evaluation ({args.examples} examples, "
-                        f"{torch.get_num_threads()} torch threads, medians)")
-    for col in ("model", "method", "in-memory s/cand", "in-memory eval/min", "disk s/cand", "disk eval/min",
-                "speed-up", ">= 10x", "max |loss diff|"):
+                        f"{torch.get_num_threads()} torch threads, median seconds per candidate)")
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("model", "method") else "right")
     for size in args.sizes.split(","):
         hidden, layers = (int(v) for v in size.lower().split("x"))
@@ -167,23 +202,31 @@ def main(argv: list[str] | None = None) -> int:
         n_params = sum(p.numel() for p in _load(paths["a"]).parameters())
         for method in args.methods.split(","):
             add_row(table, paths, f"{n_params / 1e6:.2f}M ({hidden}x{layers})", method, rows, args)
-    Console(width=150).print(table)
-    print("in memory: merge_state_dicts into one resident model + answer_loss; disk: mergekit 0.1.5 run_merge + "
-          "AutoModelForCausalLM/AutoTokenizer.from_pretrained + answer_loss; same candidates, same data")
+    Console(width=220).print(table)
+    print("in memory: cached-plan merge into one resident model (safemerge.search.inmemory) + answer_loss; disk: "
+          "mergekit 0.1.5 run_merge (no tokenizer copy, no model card, safetensors) + "
+          "AutoModelForCausalLM.from_pretrained + answer_loss; both tokenize once; same candidates, same data. "
+          "merge+load speed-up = (disk merge + load) / mem merge: the part that merging in memory removes.")
     return 0
 
 
 def add_row(table: Any, paths: dict[str, Path], label: str, method: str, rows: list[dict[str, Any]],
             args: Any) -> None:
     cands = candidates(max(args.memory, args.disk) + 1, args.seed, method)
-    mem_t, mem_l, _setup = run_in_memory(paths, cands[: args.memory + 1], rows)
-    disk_t, disk_l = run_disk(paths, cands[: args.disk + 1], rows)
-    mem_med, disk_med = statistics.median(mem_t[1:]), statistics.median(disk_t[1:])
+    mem, mem_l, _setup = run_in_memory(paths, cands[: args.memory + 1], rows)
+    disk, disk_l = run_disk(paths, cands[: args.disk + 1], rows)
+    med = {f"mem {k}": statistics.median(v[1:]) for k, v in mem.items()}
+    med |= {f"disk {k}": statistics.median(v[1:]) for k, v in disk.items()}
+    mem_total = statistics.median([m + s for m, s in zip(mem["merge"], mem["score"])][1:])
+    disk_total = statistics.median([sum(p) for p in zip(*disk.values())][1:])
     k = min(len(mem_l), len(disk_l))
     agree = max(abs(a - b) for a, b in zip(mem_l[:k], disk_l[:k]))
-    speed = disk_med / mem_med
-    table.add_row(label, method, f"{mem_med:.3f}", f"{60 / mem_med:.1f}", f"{disk_med:.3f}", f"{60 / disk_med:.1f}",
-                  f"{speed:.1f}x", "yes" if speed >= 10 else "no", f"{agree:.1e}")
+    speed = disk_total / mem_total
+    overhead = (med["disk merge"] + med["disk load"]) / med["mem merge"]
+    table.add_row(label, method, f"{med['mem engine merge']:.3f}", f"{med['mem merge']:.3f}", f"{med['mem score']:.3f}", f"{mem_total:.3f}",
+                  f"{60 / mem_total:.1f}", f"{med['disk merge']:.3f}", f"{med['disk load']:.3f}",
+                  f"{med['disk score']:.3f}", f"{disk_total:.3f}", f"{60 / disk_total:.1f}", f"{speed:.1f}x",
+                  "yes" if speed >= 10 else "no", f"{overhead:.1f}x", f"{agree:.1e}")
 
 
 def _load(path: Path) -> Any:

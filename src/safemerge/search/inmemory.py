@@ -43,7 +43,7 @@ class PoolCache:
         self.state_dicts = state_dicts
         self.sources = {label: DictSource(label, sd) for label, sd in state_dicts.items()}
         self._cast: dict[tuple[str, str, Any], Any] = {}
-        self._ranks: dict[tuple[str, str, str, str, Any, str], Any] = {}
+        self._vectors: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
     def tensor(self, label: str, name: str, dtype: Any) -> Any:
         """``state_dicts[label][name]`` in ``dtype`` (cast once)."""
@@ -55,27 +55,32 @@ class PoolCache:
             self._cast[key] = t.to(dtype)
         return self._cast[key]
 
-    def rank(self, base: tuple[str, str], model: tuple[str, str], delta: Any, tie_break: str) -> Any:
-        """Descending-magnitude rank (0 = largest) of every entry of ``delta = model - base`` (int32, flat).
+    def task_vectors(self, base: tuple[str, str], models: tuple[tuple[str, str], ...], dtype: Any,
+                     tie_break: str) -> tuple[Any, Any]:
+        """Stacked deltas ``x_i - base`` [m, ...] in ``dtype`` and the descending-magnitude rank of every entry of
+        each (int32, 0 = largest), computed once per pool.
 
-        ``mergekit``: the positions of ``torch.argsort(|delta|.float(), descending=True)``, the very call mergekit
-        (and the engine's exact mode) uses, so ``rank < k`` is the kept set of any density. ``index``: a stable
-        sort (lowest index first among equal magnitudes), the engine's ``tie_break: index`` order.
+        ``mergekit``: positions in ``torch.argsort(|delta|.float(), descending=True)``, the very call mergekit (and
+        the engine's exact mode) makes, so ``rank < k`` is the kept set of any density; ``index``: a stable sort
+        (lowest index first among equal magnitudes), the engine's ``tie_break: index`` order.
         """
         import torch
 
-        key = (*base, *model, delta.dtype, tie_break)
-        if key not in self._ranks:
-            w = delta.abs().reshape(-1)
-            w = w.float() if w.device.type == "cpu" else w
-            if tie_break == "index":
-                order = torch.sort(w, descending=True, stable=True).indices
-            else:
-                order = torch.argsort(w, descending=True)
-            rank = torch.empty(w.numel(), dtype=torch.int32)
-            rank[order] = torch.arange(w.numel(), dtype=torch.int32)
-            self._ranks[key] = rank.view(delta.shape)
-        return self._ranks[key]
+        key = (base, models, dtype, tie_break)
+        if key not in self._vectors:
+            b = self.tensor(*base, dtype)
+            deltas = torch.stack([torch.sub(self.tensor(*m, dtype), b) for m in models])
+            ranks = torch.empty(deltas.shape, dtype=torch.int32)
+            for d, r in zip(deltas, ranks):
+                w = d.abs().reshape(-1)
+                w = w.float() if w.device.type == "cpu" else w
+                if tie_break == "index":
+                    order = torch.sort(w, descending=True, stable=True).indices
+                else:
+                    order = torch.argsort(w, descending=True)
+                r.view(-1)[order] = torch.arange(w.numel(), dtype=torch.int32)
+            self._vectors[key] = (deltas, ranks)
+        return self._vectors[key]
 
 
 class ResidentModel:
@@ -127,14 +132,19 @@ class ResidentModel:
             for task in plan.tasks:
                 target = self._params.get(task.name)
                 if target is not None:
-                    target.copy_(run_cached_task(plan, task, seed, self.cache))
+                    out = run_cached_task(plan, task, seed, self.cache, target)
+                    if out is not target:
+                        target.copy_(out)
 
     def load_pool_model(self, key: str) -> None:
         self.write(self.state_dicts[key])
 
 
-def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache) -> Any:
-    """:func:`safemerge.merge.engine.run_task` (no vocabulary alignment, no finite check) on cached inputs."""
+def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache, target: Any = None) -> Any:
+    """:func:`safemerge.merge.engine.run_task` (no vocabulary alignment, no finite check) on cached inputs.
+
+    With ``target`` (a tensor of the output's shape), a magnitude-pruned merge is written into it and returned.
+    """
     import torch
 
     from safemerge.merge.engine import task_seed
@@ -157,34 +167,49 @@ def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache) -> Any:
     per_model = [dict(p) for p in task.per_model]
     shared = dict(task.global_params)
     method = plan.method
-    if method.name in MAGNITUDE_METHODS and base is not None:
-        out = _magnitude_merge(method, task, base, tensors, per_model, shared, cache)
+    if method.name in MAGNITUDE_METHODS and base is not None and tensors:
+        if target is None or target.dtype != task.out.dtype or tuple(target.shape) != task.out.shape:
+            target = None
+        out = _magnitude_merge(method, task, base, dtype, per_model, shared, cache, target)
     else:
         gen = torch.Generator().manual_seed(task_seed(seed, task.name)) if method.random else None
         out = method.apply(base, tensors, per_model, shared, gen)
     return out.to(task.out.dtype)
 
 
-def _magnitude_merge(method: Any, task: Any, base: Any, tensors: Sequence[Any], per_model: list[dict[str, Any]],
-                     shared: dict[str, Any], cache: PoolCache) -> Any:
-    """The method's task-vector core with its magnitude trim served from cached ranks (same kept sets)."""
-    from safemerge.merge import methods
+def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: list[dict[str, Any]],
+                     shared: dict[str, Any], cache: PoolCache, target: Any = None) -> Any:
+    """``safemerge.merge.methods._task_vectors`` op for op, on cached deltas, with the magnitude trim served from
+    cached ranks (the same kept sets): ``base + lambda * sum_i w_i m_i P(d_i) / D``."""
+    import torch
+
     from safemerge.merge import sparsify as sp
 
-    kw = method.resolve(len(tensors), per_model, shared)
-    density, rescale, tie_break = kw["density"], kw["rescale"], kw.get("tie_break", "mergekit")
-
-    def prune(i: int, delta: Any) -> Any:
-        d = density[i]
-        if d >= 1:
-            return delta
-        if d <= 0 or delta.numel() == 0:
-            return delta.zero_()
-        k = max(1, int(d * delta.numel()))
-        rank = cache.rank(task.base, task.inputs[i], delta, tie_break)
-        before = delta.abs().sum() if rescale else None
-        delta.masked_fill_(rank >= k, 0)
-        return delta if before is None else sp.l1_rescale_(delta, before)
-
-    return methods._task_vectors(base, tensors, kw["weight"], prune, MAGNITUDE_METHODS[method.name],
-                                 kw["normalize"], kw["lambda_"])
+    kw = method.resolve(len(task.inputs), per_model, shared)
+    density, weight = kw["density"], kw["weight"]
+    stacked, ranks = cache.task_vectors(task.base, task.inputs, dtype, kw.get("tie_break", "mergekit"))
+    n = base.numel()
+    ks = [n if d >= 1 else (0 if d <= 0 else max(1, int(d * n))) for d in density]
+    shape = (-1, *([1] * base.dim()))
+    deltas = torch.where(ranks < torch.tensor(ks, dtype=torch.int32).view(shape), stacked, 0)
+    if kw["rescale"]:
+        for i, d in enumerate(density):
+            if d < 1 and n:
+                sp.l1_rescale_(deltas[i], stacked[i].abs().sum())
+    w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device).view(shape)
+    deltas.mul_(w)
+    if MAGNITUDE_METHODS[method.name]:
+        disagree = sp.sign_disagreement(deltas)
+        mixed = deltas.masked_fill_(disagree, 0).sum(dim=0)
+        divisor = torch.where(disagree, 0, w).sum(dim=0)
+        divisor[divisor == 0] = 1
+    else:
+        mixed = deltas.sum(dim=0)
+        divisor = w.sum(dim=0)
+        divisor[divisor.abs() < 1e-8] = 1
+    del deltas
+    if kw["normalize"]:
+        mixed /= divisor
+    if kw["lambda_"] != 1:
+        mixed *= kw["lambda_"]
+    return mixed.add_(base) if target is None else torch.add(mixed, base, out=target)

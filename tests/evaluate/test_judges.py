@@ -87,7 +87,6 @@ def test_llamaguard_score_mode_on_multi_token_words(guard_model, guard_items):
 def test_llamaguard_score_mode_plumbing(single_token_guard, guard_items, tmp_path):
     """The verdict is read from the first-token logits of 'safe' vs 'unsafe': swapping those two rows of the
     output layer must flip every verdict."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     guard_model = single_token_guard
@@ -105,7 +104,6 @@ def test_llamaguard_score_mode_plumbing(single_token_guard, guard_items, tmp_pat
     v2 = get_judge("llamaguard", model=flipped).judge_safety(guard_items)
     assert [x.unsafe for x in v2] == [not x.unsafe for x in v]
     assert j.settings() != get_judge("llamaguard", model=flipped).settings()  # cache key follows the weights
-    assert torch.is_tensor(w)
 
 
 @pytest.mark.slow

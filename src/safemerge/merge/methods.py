@@ -266,11 +266,11 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     deltas.mul_(w)
     if consensus:
         disagree = sp.sign_disagreement(deltas)
-        mixed = deltas.masked_fill_(disagree, 0).sum(dim=0)
-        divisor = torch.where(disagree, 0, w).sum(dim=0)  # the sum of the agreeing weights, as w * agree
+        mixed = sp.sum0(deltas.masked_fill_(disagree, 0))
+        divisor = sp.sum0(torch.where(disagree, 0, w))  # the sum of the agreeing weights, as w * agree
         divisor[divisor == 0] = 1
     else:
-        mixed = deltas.sum(dim=0)
+        mixed = sp.sum0(deltas)
         divisor = w.sum(dim=0)
         divisor[divisor.abs() < 1e-8] = 1
     del deltas

@@ -114,7 +114,10 @@ def make_tiny_checkpoint(
     from transformers import AutoModelForCausalLM
 
     if tokenizer is None:
-        tokenizer = build_tokenizer(extra_words=("safe", "unsafe") if arch == "llama_guard" else ())
+        if arch == "llama_guard":  # 'safe'/'unsafe' must be single tokens for a Llama-Guard-style judge
+            tokenizer = build_tokenizer(vocab_size=300, extra_words=("safe", "unsafe", "\nunsafe", "\nsafe"))
+        else:
+            tokenizer = build_tokenizer()
     torch_dtype = getattr(torch, dtype)
     gen = torch.Generator().manual_seed(seed)
     if init_from is not None:

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import pytest
 
-from safemerge.train.config import SFTConfig
 from safemerge.train.recipes import RecipeSettings, mixture
 
 pytestmark = pytest.mark.slow
 
-# Cheaper than the study's experts (a third of the data, one epoch, higher lr): ~45 steps per expert.
-SETTINGS = RecipeSettings(sft=SFTConfig(lr=3e-3, epochs=1, batch_size=16, warmup_ratio=0.05, max_length=256,
-                                        threads=1), examples_per_language=120)
+# The study's own expert settings (132 steps per expert on the default world). A cheaper variant (120 examples
+# per language, 45 steps) was measured and fails: the Hindi safety expert had not learnt to refuse (0.00).
+SETTINGS = RecipeSettings()
 
 
 def _rates(report, lang: str) -> dict[str, float]:

@@ -11,6 +11,7 @@ from safemerge.errors import InputError
 from safemerge.train.config import DPOConfig, SFTConfig
 from safemerge.train.recipes import (RecipeSettings, default_expert_set, dpo_from, mixture, mixture_records,
                                      monolingual, objective_expert)
+from safemerge.utils.hashing import hash_dir
 
 
 pytestmark = pytest.mark.slow  # every test needs the default world (built once per machine, minutes on 2 cores)
@@ -65,19 +66,18 @@ CHEAP = RecipeSettings(sft=SFTConfig(lr=3e-3, max_steps=2, batch_size=4, threads
 
 
 def test_expert_set_is_cached_and_dpo_runs_on_any_sft_model(world, tmp_path):
-    experts = default_expert_set(world, tmp_path, CHEAP)
-    assert set(experts) == {"sft-mix0", "dpo-mix0", "sft-mix15", "dpo-mix15", "sft-mix100", "dpo-mix100",
-                            *(f"sft-mono-{lang}" for lang in world.languages)}
+    experts = default_expert_set(world, tmp_path, CHEAP, fractions=(0.15,))  # the default adds 0 % and 100 %
+    assert set(experts) == {"sft-mix15", "dpo-mix15", *(f"sft-mono-{lang}" for lang in world.languages)}
     for name, path in experts.items():
         meta = json.loads((path / "train_config.json").read_text())
         assert meta["kind"] == name.split("-")[0] and (tmp_path / "data" / f"{name}.jsonl").is_file()
     dpo15 = json.loads((experts["dpo-mix15"] / "train_config.json").read_text())
-    assert dpo15["model_hash"] != json.loads((experts["sft-mix0"] / "train_config.json").read_text())["model_hash"]
+    assert dpo15["model_hash"] == hash_dir(experts["sft-mix15"])  # DPO starts from the SFT model of its fraction
     mono = json.loads((experts["sft-mono-ru"] / "train_config.json").read_text())
     assert mono["languages"] == ["ru"] and mono["n_examples"] == 8
     stamp = {p: (p / "model.safetensors").stat().st_mtime_ns for p in experts.values()}
-    assert objective_expert(world, "safety", "dpo", tmp_path, CHEAP) == experts["dpo-mix100"]
-    assert default_expert_set(world, tmp_path, CHEAP) == experts  # all cache hits
+    assert mixture(world, 0.15, "dpo", tmp_path, CHEAP) == experts["dpo-mix15"]
+    assert default_expert_set(world, tmp_path, CHEAP, fractions=(0.15,)) == experts  # all cache hits
     assert {p: (p / "model.safetensors").stat().st_mtime_ns for p in experts.values()} == stamp
     out = dpo_from(experts["sft-mono-en"], world, 0.15, tmp_path, CHEAP)  # e.g. SFT -> merge -> DPO
     assert out.name.startswith("dpo-sft-mono-en-") and out.name.endswith("-mix15")

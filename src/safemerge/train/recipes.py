@@ -48,6 +48,8 @@ class RecipeSettings(BaseModel):
     dpo: DPOConfig = Field(default_factory=lambda: DPOConfig(lr=3e-4, epochs=1, batch_size=16, beta=0.1,
                                                              sft_weight=0.2, max_length=256, threads=1))
     examples_per_language: int | None = Field(None, ge=1, description="Cap the per-language example budget.")
+    dpo_examples_per_language: int | None = Field(
+        120, ge=1, description="Further cap for DPO stages (pairs cost ~2x an SFT example; 120/language = 45 steps).")
     seed: int = 0
 
 
@@ -164,7 +166,8 @@ def monolingual(world: Any, lang: str, stage: Stage = "sft", root: str | os.Path
 
 def _dpo_on(model_dir: Path, world: Any, fraction: float, root: Path, name: str, settings: RecipeSettings,
             progress: Any, langs: list[str] | None = None) -> Path:
-    rows = mixture_records(world, fraction, "dpo", langs=langs, examples_per_language=settings.examples_per_language,
+    caps = [c for c in (settings.examples_per_language, settings.dpo_examples_per_language) if c is not None]
+    rows = mixture_records(world, fraction, "dpo", langs=langs, examples_per_language=min(caps) if caps else None,
                            seed=settings.seed)
     if not rows:
         raise InputError(f"{world.root}: the world has no DPO pairs (data/dpo_*.train.jsonl); rebuild it")

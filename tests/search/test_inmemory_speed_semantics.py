@@ -86,3 +86,14 @@ def test_bfloat16_compute_dtype(residents) -> None:
     cfg["dtype"] = "bfloat16"
     assert_same_as_engine(residents["fp32"], cfg)
     assert_same_as_engine(residents["bf16"], cfg)
+
+
+def test_cache_budget_falls_back_to_the_engine(tiny_models) -> None:
+    """With no memory for the task-vector cache every tensor takes the engine's path: same result, nothing cached."""
+    r = ResidentModel({k: str(v) for k, v in tiny_models.items()})
+    r.cache.max_bytes = 0
+    assert_same_as_engine(r, ties_config([0.6, 0.4], [0.5, 0.25]))
+    assert r.cache.bytes == 0
+    r.cache.max_bytes = 1 << 40
+    assert_same_as_engine(r, ties_config([0.6, 0.4], [0.5, 0.25]))
+    assert r.cache.bytes > 0

@@ -37,10 +37,12 @@ def load_state_dict(location: str) -> dict[str, Any]:
 class PoolCache:
     """Per-pool constants: tensors in a compute dtype and magnitude ranks of task vectors (built on first use)."""
 
-    def __init__(self, state_dicts: dict[str, dict[str, Any]]):
+    def __init__(self, state_dicts: dict[str, dict[str, Any]], max_bytes: int | None = None):
         from safemerge.merge.io import DictSource
 
         self.state_dicts = state_dicts
+        self.max_bytes = available_memory() // 2 if max_bytes is None else max_bytes
+        self.bytes = 0
         self.sources = {label: DictSource(label, sd) for label, sd in state_dicts.items()}
         self._cast: dict[tuple[str, str, Any], Any] = {}
         self._vectors: dict[tuple[Any, ...], tuple[Any, Any]] = {}
@@ -55,6 +57,12 @@ class PoolCache:
         if key not in self._cast:
             self._cast[key] = t.to(dtype)
         return self._cast[key]
+
+    def serves(self, base: tuple[str, str], models: tuple[tuple[str, str], ...], dtype: Any, tie_break: str,
+               like: Any) -> bool:
+        """Whether :meth:`task_vectors` is cached or fits the memory budget (else the engine's path is used)."""
+        cost = like.numel() * len(models) * (like.element_size() + 4)
+        return (base, models, dtype, tie_break) in self._vectors or self.bytes + cost <= self.max_bytes
 
     def task_vectors(self, base: tuple[str, str], models: tuple[tuple[str, str], ...], dtype: Any,
                      tie_break: str) -> tuple[Any, Any]:
@@ -81,6 +89,7 @@ class PoolCache:
                     order = torch.argsort(w, descending=True)
                 r.view(-1)[order] = torch.arange(w.numel(), dtype=torch.int32)
             self._vectors[key] = (deltas, ranks)
+            self.bytes += deltas.nbytes + ranks.nbytes
         return self._vectors[key]
 
     def l1(self, stacked: Any, i: int) -> Any:
@@ -89,6 +98,16 @@ class PoolCache:
         if key not in self._l1:
             self._l1[key] = stacked[i].abs().sum()
         return self._l1[key]
+
+
+def available_memory() -> int:
+    """Bytes of physical memory available now (0 where the OS does not say: nothing is cached then)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 class ResidentModel:
@@ -175,7 +194,8 @@ def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache, target: A
     per_model = [dict(p) for p in task.per_model]
     shared = dict(task.global_params)
     method = plan.method
-    if method.name in MAGNITUDE_METHODS and base is not None and tensors:
+    if (method.name in MAGNITUDE_METHODS and base is not None and tensors
+            and cache.serves(task.base, task.inputs, dtype, shared.get("tie_break", "mergekit"), base)):
         if target is None or target.dtype != task.out.dtype or tuple(target.shape) != task.out.shape:
             target = None
         out = _magnitude_merge(method, task, base, dtype, per_model, shared, cache, target)

@@ -169,7 +169,8 @@ def run_disk(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dic
     return phases, losses
 
 
-COLUMNS = ("model", "method", "engine merge (before)", "mem merge", "mem score", "mem s/cand", "mem eval/min", "disk merge", "disk load",
+COLUMNS = ("model", "method", "engine merge (before)", "mem merge", "mem score", "mem s/cand", "mem eval/min",
+           "disk merge", "disk load",
            "disk score", "disk s/cand", "disk eval/min", "speed-up", ">= 10x", "merge+load speed-up",
            "max |loss diff|")
 
@@ -223,7 +224,8 @@ def add_row(table: Any, paths: dict[str, Path], label: str, method: str, rows: l
     agree = max(abs(a - b) for a, b in zip(mem_l[:k], disk_l[:k]))
     speed = disk_total / mem_total
     overhead = (med["disk merge"] + med["disk load"]) / med["mem merge"]
-    table.add_row(label, method, f"{med['mem engine merge']:.3f}", f"{med['mem merge']:.3f}", f"{med['mem score']:.3f}", f"{mem_total:.3f}",
+    table.add_row(label, method, f"{med['mem engine merge']:.3f}", f"{med['mem merge']:.3f}",
+                  f"{med['mem score']:.3f}", f"{mem_total:.3f}",
                   f"{60 / mem_total:.1f}", f"{med['disk merge']:.3f}", f"{med['disk load']:.3f}",
                   f"{med['disk score']:.3f}", f"{disk_total:.3f}", f"{60 / disk_total:.1f}", f"{speed:.1f}x",
                   "yes" if speed >= 10 else "no", f"{overhead:.1f}x", f"{agree:.1e}")

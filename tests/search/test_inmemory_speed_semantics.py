@@ -70,10 +70,11 @@ def test_layer_gradients_density_extremes_and_other_methods(residents, kind) -> 
     assert_same_as_engine(r, ties_config([1.0, 0.5], [0.37, 0.37]))
     assert_same_as_engine(r, ties_config([0.2, 0.8], [1e-6, 0.999999]))
     for method in ("linear", "task_arithmetic", "dare_ties"):
+        models = (("a", 0.4), ("b", 0.9))
         cfg = {"merge_method": method, "dtype": "float32",
-               "models": [{"model": m, "parameters": {"weight": w, "density": 0.6}} for m, w in (("a", 0.4), ("b", 0.9))]}
+               "models": [{"model": m, "parameters": {"weight": w, "density": 0.6}} for m, w in models]}
         if method == "linear":
-            cfg["models"] = [{"model": m, "parameters": {"weight": w}} for m, w in (("a", 0.4), ("b", 0.9))]
+            cfg["models"] = [{"model": m, "parameters": {"weight": w}} for m, w in models]
         else:
             cfg["base_model"] = "base"
         assert_same_as_engine(r, cfg, seed=3)

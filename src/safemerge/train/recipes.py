@@ -58,7 +58,8 @@ def as_world(world: Any) -> Any:
     if isinstance(world, (str, os.PathLike)):
         path = Path(world)
         if not (path / "world.json").is_file():
-            raise InputError(f"{path}: not a world directory (no world.json); build one with `safemerge testbed build DIR`")
+            raise InputError(f"{path}: not a world directory (no world.json); "
+                             "build one with `safemerge testbed build DIR`")
         from safemerge.data.world import World
 
         return World.load(path)

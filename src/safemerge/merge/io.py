@@ -1,10 +1,13 @@
-"""Lazy, memory-mapped access to checkpoints: headers first, tensors one at a time.
+"""Lazy access to checkpoints: headers first, tensors one at a time.
 
 A :class:`TensorSource` gives tensor names with shapes/dtypes (read from headers only, so a merge can be planned and
 validated before any weight is read) and ``get(name)`` to read one tensor. Implementations:
 
 - :class:`CheckpointSource`: a Hugging Face model dir with ``model.safetensors``, sharded safetensors
-  (``model.safetensors.index.json``) or ``pytorch_model*.bin`` (``torch.load(weights_only=True, mmap=True)``);
+  (``model.safetensors.index.json``) or ``pytorch_model*.bin`` (``torch.load(weights_only=True, mmap=True)``).
+  safetensors tensors are read with positioned reads (``os.preadv``) straight into a fresh tensor, never through a
+  long-lived memory map: file pages stay in the page cache (not in the process's RSS), so resident memory is the
+  interpreter plus the tensors in flight, which ``--max-memory`` bounds;
 - :class:`safemerge.merge.lora.LoraSource`: a base checkpoint with a PEFT LoRA adapter applied on read;
 - :class:`DictSource`: an in-memory state dict (used by :func:`safemerge.merge.merge_state_dicts`).
 """
@@ -12,7 +15,7 @@ validated before any weight is read) and ``get(name)`` to read one tensor. Imple
 from __future__ import annotations
 
 import json
-import threading
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -98,8 +101,7 @@ class CheckpointSource:
         self.label = label or str(path)
         if not self.path.is_dir():
             raise InputError(f"{self.path}: model directory not found; check the path in the merge config")
-        self._lock = threading.Lock()
-        self._handles: dict[Path, Any] = {}
+        self._spans: dict[str, tuple[int, int]] = {}  # safetensors tensor -> (absolute file offset, nbytes)
         self._bin: dict[Path, dict[str, torch.Tensor]] = {}
         self._file_of: dict[str, Path] = {}
         self._infos: dict[str, TensorInfo] = {}
@@ -150,19 +152,25 @@ class CheckpointSource:
     def _scan_safetensors(self, file: Path) -> None:
         from safetensors import SafetensorError, safe_open
 
-        try:
-            handle = safe_open(str(file), framework="pt")
-            for name in handle.keys():
-                sl = handle.get_slice(name)
-                dtype = ST_DTYPES.get(sl.get_dtype())
-                if dtype is None:
-                    raise InputError(f"{file}: tensor {name!r} has unsupported dtype {sl.get_dtype()}")
-                self._infos[name] = TensorInfo(tuple(sl.get_shape()), dtype)
-                self._file_of[name] = file
+        try:  # safetensors validates the header (offsets, sizes, file length); its mmap is dropped right after
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    sl = handle.get_slice(name)
+                    dtype = ST_DTYPES.get(sl.get_dtype())
+                    if dtype is None:
+                        raise InputError(f"{file}: tensor {name!r} has unsupported dtype {sl.get_dtype()}")
+                    self._infos[name] = TensorInfo(tuple(sl.get_shape()), dtype)
+                    self._file_of[name] = file
+            with open(file, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                header = json.loads(fh.read(n))
         except (SafetensorError, OSError, ValueError) as exc:
             raise InputError(f"{file}: corrupt or truncated safetensors file ({str(exc).splitlines()[0]}); "
                              "re-download or re-save the model") from None
-        self._handles[file] = handle
+        for name, entry in header.items():
+            if name != "__metadata__":
+                start, end = entry["data_offsets"]
+                self._spans[name] = (8 + n + start, end - start)
 
     def _scan_bin(self, file: Path) -> None:
         try:
@@ -189,13 +197,15 @@ class CheckpointSource:
         file = self._file_of[name]
         if file in self._bin:
             return self._bin[file][name]
-        from safetensors import SafetensorError
-
-        try:
-            return self._handles[file].get_tensor(name)
-        except (SafetensorError, OSError) as exc:
-            raise InputError(f"{file}: cannot read tensor {name!r} ({str(exc).splitlines()[0]}); "
-                             "the file is corrupt, re-download it") from None
+        info, (offset, nbytes) = self._infos[name], self._spans[name]
+        out = torch.empty(info.shape, dtype=info.dtype)
+        if nbytes:
+            try:
+                read_into(file, offset, out.view(-1).view(torch.uint8).numpy())
+            except OSError as exc:
+                raise InputError(f"{file}: cannot read tensor {name!r} ({exc}); "
+                                 "the file is corrupt, re-download it") from None
+        return out
 
     @property
     def config(self) -> dict[str, Any]:
@@ -206,6 +216,22 @@ class CheckpointSource:
 
     def file_of(self, name: str) -> Path:
         return self._file_of[name]
+
+
+def read_into(file: Path, offset: int, buf: Any) -> None:
+    """Fill ``buf`` (a writable buffer) with the bytes of ``file`` at ``offset``: positioned reads, no file
+    position shared between threads, no memory map."""
+    view = memoryview(buf).cast("B")
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        done = 0
+        while done < len(view):
+            got = os.preadv(fd, [view[done:]], offset + done)
+            if got <= 0:
+                raise OSError(f"file ends {len(view) - done} bytes early")
+            done += got
+    finally:
+        os.close(fd)
 
 
 def open_source(ref: str) -> TensorSource:

@@ -13,7 +13,8 @@ for linear, t for SLERP) on the SAME models and objective data, in one run:
   merged by mergekit 0.1.5 ``run_merge`` to a folder, loaded with ``AutoModelForCausalLM.from_pretrained`` and
   scored the same way (tokenizer loaded and records tokenized once, see :func:`disk_options`).
 
-Reports per phase (merge / load / score) the median seconds per candidate of each path, evaluations per minute,
+Candidates alternate between the paths (the load of a shared machine drifts). Reports per phase (merge / load /
+score) the median seconds per candidate of each path, evaluations per minute,
 the speed-up (target >= 10x), the speed-up of what merging in memory removes ((disk merge + load) / memory
 merge), plus the largest difference between the two paths' losses (they must agree). Models are cached in
 ``bench/_work/search/`` (gitignored). Usage::
@@ -95,32 +96,27 @@ def score(model: Any, tok: Any, pairs: Any) -> float:
     return answer_loss(model, tok, pairs)
 
 
-Phases = dict[str, list[float]]  # phase -> seconds per candidate
 
 
-def run_in_memory(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dict[str, Any]]
-                  ) -> tuple[Phases, list[float], float]:
+def in_memory_step(paths: dict[str, Path], rows: list[dict[str, Any]]) -> Any:
+    """Set up the resident model; returns ``step(cfg) -> (phases, loss)`` scoring one candidate in memory."""
     from safemerge.evaluate.loss import tokenize_records
     from safemerge.merge import merge_state_dicts
     from safemerge.search.inmemory import ResidentModel
 
-    t0 = time.perf_counter()
     resident = ResidentModel({k: str(v) for k, v in paths.items()}, model_from=str(paths["a"]))
     pairs = tokenize_records(resident.tokenizer, rows)
-    setup = time.perf_counter() - t0
-    phases: Phases = {"merge": [], "score": [], "engine merge": []}
-    losses = []
-    for cfg in cands:
+
+    def step(cfg: dict[str, Any]) -> tuple[dict[str, float], float]:
         t = time.perf_counter()
         resident.write(merge_state_dicts(cfg, resident.state_dicts, seed=0))  # before: the engine, no cache
         t1 = time.perf_counter()
         resident.load_merge(cfg, seed=0)
         t2 = time.perf_counter()
-        losses.append(score(resident.model, resident.tokenizer, pairs))
-        phases["engine merge"].append(t1 - t)
-        phases["merge"].append(t2 - t1)
-        phases["score"].append(time.perf_counter() - t2)
-    return phases, losses, setup
+        loss = score(resident.model, resident.tokenizer, pairs)
+        return {"engine merge": t1 - t, "merge": t2 - t1, "score": time.perf_counter() - t2}, loss
+
+    return step
 
 
 def disk_options() -> Any:
@@ -134,8 +130,8 @@ def disk_options() -> Any:
                         safe_serialization=True, num_threads=torch.get_num_threads())
 
 
-def run_disk(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dict[str, Any]]
-             ) -> tuple[Phases, list[float]]:
+def disk_step(paths: dict[str, Path], rows: list[dict[str, Any]], tmp: Path) -> Any:
+    """``step(cfg) -> (phases, loss)``: mergekit run_merge to ``tmp``, from_pretrained, score, delete."""
     import torch
     import yaml
     from mergekit.config import MergeConfiguration
@@ -147,26 +143,21 @@ def run_disk(paths: dict[str, Path], cands: list[dict[str, Any]], rows: list[dic
     options = disk_options()
     tok = AutoTokenizer.from_pretrained(paths["a"])
     pairs = tokenize_records(tok, rows)
-    phases: Phases = {"merge": [], "load": [], "score": []}
-    losses = []
-    tmp = Path(tempfile.mkdtemp(prefix="search-bench-", dir=WORK))
-    try:
-        for i, cfg in enumerate(cands):
-            t = time.perf_counter()
-            text = yaml.safe_dump(with_paths(cfg, paths))
-            out = tmp / f"cand{i}"
-            run_merge(MergeConfiguration.model_validate(yaml.safe_load(text)), str(out), options)
-            t1 = time.perf_counter()
-            model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
-            t2 = time.perf_counter()
-            losses.append(score(model, tok, pairs))
-            phases["merge"].append(t1 - t)
-            phases["load"].append(t2 - t1)
-            phases["score"].append(time.perf_counter() - t2)
-            shutil.rmtree(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return phases, losses
+
+    def step(cfg: dict[str, Any]) -> tuple[dict[str, float], float]:
+        t = time.perf_counter()
+        text = yaml.safe_dump(with_paths(cfg, paths))
+        out = tmp / "candidate"
+        run_merge(MergeConfiguration.model_validate(yaml.safe_load(text)), str(out), options)
+        t1 = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+        t2 = time.perf_counter()
+        loss = score(model, tok, pairs)
+        phases = {"merge": t1 - t, "load": t2 - t1, "score": time.perf_counter() - t2}
+        shutil.rmtree(out)
+        return phases, loss
+
+    return step
 
 
 COLUMNS = ("model", "method", "engine merge (before)", "mem merge", "mem score", "mem s/cand", "mem eval/min",
@@ -213,9 +204,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_row(table: Any, paths: dict[str, Path], label: str, method: str, rows: list[dict[str, Any]],
             args: Any) -> None:
+    """Candidates alternate between the two paths (load drifts on a shared machine); the first is a warm-up."""
     cands = candidates(max(args.memory, args.disk) + 1, args.seed, method)
-    mem, mem_l, _setup = run_in_memory(paths, cands[: args.memory + 1], rows)
-    disk, disk_l = run_disk(paths, cands[: args.disk + 1], rows)
+    mem: dict[str, list[float]] = {}
+    disk: dict[str, list[float]] = {}
+    mem_l, disk_l = [], []
+    tmp = Path(tempfile.mkdtemp(prefix="search-bench-", dir=WORK))
+    try:
+        mem_step, disk_step_ = in_memory_step(paths, rows), disk_step(paths, rows, tmp)
+        for i, cfg in enumerate(cands):
+            for n, step, phases, losses in ((args.memory, mem_step, mem, mem_l), (args.disk, disk_step_, disk, disk_l)):
+                if i <= n:
+                    times, loss = step(cfg)
+                    losses.append(loss)
+                    for k, v in times.items():
+                        phases.setdefault(k, []).append(v)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     med = {f"mem {k}": statistics.median(v[1:]) for k, v in mem.items()}
     med |= {f"disk {k}": statistics.median(v[1:]) for k, v in disk.items()}
     mem_total = statistics.median([m + s for m, s in zip(mem["merge"], mem["score"])][1:])
@@ -225,10 +230,10 @@ def add_row(table: Any, paths: dict[str, Path], label: str, method: str, rows: l
     speed = disk_total / mem_total
     overhead = (med["disk merge"] + med["disk load"]) / med["mem merge"]
     table.add_row(label, method, f"{med['mem engine merge']:.3f}", f"{med['mem merge']:.3f}",
-                  f"{med['mem score']:.3f}", f"{mem_total:.3f}",
-                  f"{60 / mem_total:.1f}", f"{med['disk merge']:.3f}", f"{med['disk load']:.3f}",
-                  f"{med['disk score']:.3f}", f"{disk_total:.3f}", f"{60 / disk_total:.1f}", f"{speed:.1f}x",
-                  "yes" if speed >= 10 else "no", f"{overhead:.1f}x", f"{agree:.1e}")
+                  f"{med['mem score']:.3f}", f"{mem_total:.3f}", f"{60 / mem_total:.1f}", f"{med['disk merge']:.3f}",
+                  f"{med['disk load']:.3f}", f"{med['disk score']:.3f}", f"{disk_total:.3f}",
+                  f"{60 / disk_total:.1f}", f"{speed:.1f}x", "yes" if speed >= 10 else "no", f"{overhead:.1f}x",
+                  f"{agree:.1e}")
 
 
 def _load(path: Path) -> Any:

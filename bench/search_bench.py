@@ -96,8 +96,6 @@ def score(model: Any, tok: Any, pairs: Any) -> float:
     return answer_loss(model, tok, pairs)
 
 
-
-
 def in_memory_step(paths: dict[str, Path], rows: list[dict[str, Any]]) -> Any:
     """Set up the resident model; returns ``step(cfg) -> (phases, loss)`` scoring one candidate in memory."""
     from safemerge.evaluate.loss import tokenize_records

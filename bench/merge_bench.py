@@ -4,8 +4,9 @@ Builds three random Llama checkpoints sharing a base (default ~0.25B parameters,
 ``bench/_work`` so reruns skip building), then for every method runs ``safemerge merge`` and ``mergekit-yaml`` on
 the SAME config, each in a fresh subprocess (peak RSS per run via ``os.wait4``), alternating which tool goes first,
 ``--repeats`` times. Reports medians of wall time, the speed ratio, peak RSS of each tool and whether the outputs
-are bit-identical (else the max |diff|). A last run of safemerge with ``--max-memory`` shows its peak RSS within
-that budget.
+are bit-identical (else how many elements differ and the max |diff|). For the methods in ``--fast-ties`` safemerge
+also runs with ``--fast-ties`` (reported in a separate table against the same mergekit runs). A last run of
+safemerge with ``--max-memory`` shows its peak RSS against that budget.
 
     python bench/merge_bench.py                       # full default bench (several minutes on 2 cores)
     python bench/merge_bench.py --params 10M --repeats 1 --methods ties,linear   # quick check
@@ -158,7 +159,8 @@ def run_measured(cmd: list[str], log: Path) -> tuple[float, float, float, int]:
     return wall, cpu, rss_kib / 1024, proc.returncode
 
 
-def tool_command(tool: str, cfg: Path, out: Path, threads: int, seed: int, max_memory: str | None = None) -> list[str]:
+def tool_command(tool: str, cfg: Path, out: Path, threads: int, seed: int, max_memory: str | None = None,
+                 fast_ties: bool = False) -> list[str]:
     if tool == "mergekit":
         # mergekit's fastest CPU setting for safetensors inputs: torch threads = cores (-j), no lazy unpickle
         # (only affects pickled .bin inputs), synchronous writes (async only adds memory), one output shard.
@@ -167,6 +169,8 @@ def tool_command(tool: str, cfg: Path, out: Path, threads: int, seed: int, max_m
     cmd = [str(BIN / "safemerge"), "merge", str(cfg), str(out), "--seed", str(seed), "--threads", str(threads)]
     if max_memory:
         cmd += ["--max-memory", max_memory]
+    if fast_ties:
+        cmd += ["--fast-ties"]
     return cmd
 
 
@@ -185,20 +189,24 @@ def compare_outputs(ours: Path, theirs: Path) -> dict[str, Any]:
     if set(mine) != set(ref):
         return {"identical": False, "max_abs_diff": None, "n_tensors": len(mine),
                 "note": f"tensor names differ ({len(set(mine) ^ set(ref))} not shared)"}
-    n_equal, max_diff = 0, 0.0
+    n_equal, max_diff, n_diff_elems, n_elems = 0, 0.0, 0, 0
     for name in sorted(mine):
         with safe_open(str(mine[name]), "pt") as f:
             a = f.get_tensor(name)
         with safe_open(str(ref[name]), "pt") as f:
             b = f.get_tensor(name)
+        n_elems += a.numel()
         if a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all()):
             n_equal += 1
         elif a.shape == b.shape:
-            max_diff = max(max_diff, (a.float() - b.float()).abs().max().item())
+            diff = (a.float() - b.float()).abs()
+            max_diff = max(max_diff, diff.max().item())
+            n_diff_elems += int((a != b).sum())
         else:
             max_diff = float("inf")
+            n_diff_elems += a.numel()
     return {"identical": n_equal == len(mine), "n_tensors": len(mine), "n_identical": n_equal,
-            "max_abs_diff": max_diff}
+            "max_abs_diff": max_diff, "n_elements": n_elems, "n_differing_elements": n_diff_elems}
 
 
 # --------------------------------------------------------------------------- the bench
@@ -220,20 +228,25 @@ class MethodResult:
 
 
 def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int, threads: int,
-                 seed: int) -> MethodResult:
+                 seed: int, fast_ties: bool = False) -> list[MethodResult]:
+    """The exact row of ``method`` (both tools), plus with ``fast_ties`` a ``method --fast-ties`` row: safemerge
+    with ``--fast-ties`` against the same mergekit runs and output."""
     cfg = work / "configs" / f"{method}.yaml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text(yaml.safe_dump(method_config(method, models), sort_keys=False))
     runs: list[Run] = []
-    outs = {t: work / "out" / t / method for t in ("safemerge", "mergekit")}
+    tools = ("safemerge", "mergekit", "fast") if fast_ties else ("safemerge", "mergekit")
+    outs = {t: work / "out" / t / method for t in tools}
     for rep in range(repeats):
-        order = ("safemerge", "mergekit") if rep % 2 == 0 else ("mergekit", "safemerge")
+        order = tools if rep % 2 == 0 else tools[::-1]
         for tool in order:
             shutil.rmtree(outs[tool], ignore_errors=True)
             outs[tool].parent.mkdir(parents=True, exist_ok=True)
             log = work / "logs" / f"{method}-{tool}-{rep}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            wall, cpu, rss, rc = run_measured(tool_command(tool, cfg, outs[tool], threads, seed), log)
+            cmd = tool_command("safemerge" if tool == "fast" else tool, cfg, outs[tool], threads, seed,
+                               fast_ties=tool == "fast")
+            wall, cpu, rss, rc = run_measured(cmd, log)
             runs.append(Run(tool, method, wall, cpu, rss, rc))
             status = "ok" if rc == 0 else f"FAILED rc={rc} (see {log})"
             print(f"  {method:16s} rep {rep + 1}/{repeats} {tool:9s} {wall:7.2f}s wall {cpu:7.2f}s cpu "
@@ -245,16 +258,23 @@ def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int,
     med = {t: statistics.median(r.wall_s for r in ok[t]) if ok[t] else float("nan") for t in outs}
     rss = {t: max((r.peak_rss_mb for r in ok[t]), default=float("nan")) for t in outs}
     cpu = {t: statistics.median(r.cpu_s for r in ok[t]) if ok[t] else float("nan") for t in outs}
-    if ok["safemerge"] and ok["mergekit"]:
-        comparison = compare_outputs(outs["safemerge"], outs["mergekit"])
-    else:
-        comparison = {"identical": False, "max_abs_diff": None, "note": "a tool failed"}
-    comparison["random_method"] = method in RANDOM
+    results = []
+    for tool in tools:
+        if tool == "mergekit":
+            continue
+        if ok[tool] and ok["mergekit"]:
+            comparison = compare_outputs(outs[tool], outs["mergekit"])
+        else:
+            comparison = {"identical": False, "max_abs_diff": None, "note": "a tool failed"}
+        comparison["random_method"] = method in RANDOM
+        name = method if tool == "safemerge" else f"{method} --fast-ties"
+        results.append(MethodResult(name, med[tool], med["mergekit"], med["mergekit"] / med[tool],
+                                    TARGET_SPARSE if method in SPARSE else TARGET_DENSE, rss[tool], rss["mergekit"],
+                                    cpu[tool], cpu["mergekit"], comparison,
+                                    [asdict(r) for r in runs if r.tool in (tool, "mergekit")]))
     for out in outs.values():
         shutil.rmtree(out, ignore_errors=True)
-    return MethodResult(method, med["safemerge"], med["mergekit"], med["mergekit"] / med["safemerge"],
-                        TARGET_SPARSE if method in SPARSE else TARGET_DENSE, rss["safemerge"], rss["mergekit"],
-                        cpu["safemerge"], cpu["mergekit"], comparison, [asdict(r) for r in runs])
+    return results
 
 
 def bench_budget(method: str, budget: str, models: dict[str, Path], work: Path, threads: int,
@@ -268,10 +288,15 @@ def bench_budget(method: str, budget: str, models: dict[str, Path], work: Path, 
     log = work / "logs" / f"{method}-safemerge-budget.log"
     wall, _, rss, rc = run_measured(tool_command("safemerge", cfg, out, threads, seed, max_memory=budget), log)
     shutil.rmtree(out, ignore_errors=True)
+    # the budget covers the merge's working memory; the process adds the interpreter + imports baseline
+    baseline_cmd = [sys.executable, "-c", "import torch, safetensors, yaml, typer, rich, safemerge.cli, "
+                    "safemerge.merge.engine, safemerge.merge.methods"]
+    _, _, baseline, _ = run_measured(baseline_cmd, work / "logs" / "baseline.log")
     budget_mb = parse_size(budget) / 2**20
-    print(f"  {method:16s} safemerge --max-memory {budget}: {wall:.2f}s  {rss:.0f} MiB  rc={rc}", flush=True)
+    print(f"  {method:16s} safemerge --max-memory {budget}: {wall:.2f}s  {rss:.0f} MiB (baseline {baseline:.0f} MiB)"
+          f"  rc={rc}", flush=True)
     return {"method": method, "max_memory": budget, "budget_mib": budget_mb, "wall_s": wall, "peak_rss_mb": rss,
-            "returncode": rc, "within_budget": rc == 0 and rss <= budget_mb}
+            "baseline_rss_mb": baseline, "returncode": rc, "within_budget": rc == 0 and rss - baseline <= budget_mb}
 
 
 def _fmt_cmp(c: dict[str, Any]) -> str:
@@ -280,7 +305,10 @@ def _fmt_cmp(c: dict[str, Any]) -> str:
     if c.get("max_abs_diff") is None:
         return c.get("note", "n/a")
     tag = " (random: per-tensor seeding differs by design)" if c.get("random_method") else ""
-    return f"max abs diff {c['max_abs_diff']:.3g}{tag}"
+    count = ""
+    if c.get("n_elements"):
+        count = f"{c['n_differing_elements']} of {c['n_elements']} elements differ, "
+    return f"{count}max abs diff {c['max_abs_diff']:.3g}{tag}"
 
 
 def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: dict[str, Any]) -> str:
@@ -290,21 +318,27 @@ def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: d
         f"Machine: {meta['machine']}  ",
         f"Models: 3 x {meta['params_m']:.0f}M-parameter random Llama ({meta['shape']}), bf16, "
         f"{meta['shards']} shards each; {meta['repeats']} run(s) per tool, alternating, medians reported.",
-        "",
-        "| method | safemerge s | mergekit s | speed-up | target | CPU s (sm / mk) | safemerge RSS MiB "
-        "| mergekit RSS MiB | output |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for r in results:
-        ok = "ok" if r.speedup >= r.target else "MISS"
-        lines.append(f"| {r.method} | {r.safemerge_s:.2f} | {r.mergekit_s:.2f} | {r.speedup:.2f}x | "
-                     f">= {r.target}x {ok} | {r.safemerge_cpu_s:.1f} / {r.mergekit_cpu_s:.1f} | "
-                     f"{r.safemerge_rss_mb:.0f} | {r.mergekit_rss_mb:.0f} | "
-                     f"{_fmt_cmp(r.comparison)} |")
+    head = ["| method | safemerge s | mergekit s | speed-up | target | CPU s (sm / mk) | safemerge RSS MiB "
+            "| mergekit RSS MiB | output vs mergekit |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    exact = [r for r in results if not r.method.endswith("--fast-ties")]
+    fast = [r for r in results if r.method.endswith("--fast-ties")]
+    for title, rows in (("Default (exact mergekit semantics)", exact),
+                        ("safemerge --fast-ties (tie_break: index; same mergekit runs)", fast)):
+        if rows:
+            lines += ["", f"### {title}", "", *head]
+        for r in rows:
+            ok = "ok" if r.speedup >= r.target else "MISS"
+            lines.append(f"| {r.method} | {r.safemerge_s:.2f} | {r.mergekit_s:.2f} | {r.speedup:.2f}x | "
+                         f">= {r.target}x {ok} | {r.safemerge_cpu_s:.1f} / {r.mergekit_cpu_s:.1f} | "
+                         f"{r.safemerge_rss_mb:.0f} | {r.mergekit_rss_mb:.0f} | "
+                         f"{_fmt_cmp(r.comparison)} |")
     if budget:
         lines += ["", f"safemerge `{budget['method']}` with `--max-memory {budget['max_memory']}`: "
-                      f"{budget['wall_s']:.2f} s, peak RSS {budget['peak_rss_mb']:.0f} MiB "
-                      f"({'within' if budget['within_budget'] else 'OVER'} the {budget['budget_mib']:.0f} MiB budget)."]
+                      f"{budget['wall_s']:.2f} s, peak RSS {budget['peak_rss_mb']:.0f} MiB = interpreter baseline "
+                      f"{budget['baseline_rss_mb']:.0f} MiB + {budget['peak_rss_mb'] - budget['baseline_rss_mb']:.0f} "
+                      f"MiB ({'within' if budget['within_budget'] else 'OVER'} the {budget['budget_mib']:.0f} MiB "
+                      "budget, which covers the memory above the baseline)."]
     return "\n".join(lines) + "\n"
 
 
@@ -328,7 +362,9 @@ def print_table(results: list[MethodResult], budget: dict[str, Any] | None) -> N
     if budget:
         style = "green" if budget["within_budget"] else "red"
         console.print(f"[{style}]--max-memory {budget['max_memory']} ({budget['method']}): peak RSS "
-                      f"{budget['peak_rss_mb']:.0f} MiB of {budget['budget_mib']:.0f} MiB, {budget['wall_s']:.2f} s")
+                      f"{budget['peak_rss_mb']:.0f} MiB = baseline {budget['baseline_rss_mb']:.0f} MiB + "
+                      f"{budget['peak_rss_mb'] - budget['baseline_rss_mb']:.0f} MiB (budget "
+                      f"{budget['budget_mib']:.0f} MiB), {budget['wall_s']:.2f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -346,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="budget for the extra safemerge --max-memory run ('auto' = 0.75 x mergekit's peak "
                          "RSS on that method, 'none' to skip)")
     ap.add_argument("--budget-method", default="ties", help="method used for the --max-memory run")
+    ap.add_argument("--fast-ties", default="ties,breadcrumbs",
+                    help="methods that also get a safemerge --fast-ties row (comma-separated, 'none' to skip)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work", help="cache and scratch directory")
     ap.add_argument("--out", type=Path, default=None, help="write results.json and results.md into this folder")
     args = ap.parse_args(argv)
@@ -356,14 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"models: {shape.tag} (~{shape.params / 1e6:.0f}M params, bf16, {args.shards} shards) in "
           f"{models['base'].parent}", flush=True)
 
-    results = [bench_method(m, models, args.work, args.repeats, args.threads, args.seed) for m in methods]
+    fast = set() if args.fast_ties.lower() == "none" else {m.strip() for m in args.fast_ties.split(",")}
+    results = [r for m in methods
+               for r in bench_method(m, models, args.work, args.repeats, args.threads, args.seed, m in fast)]
     budget = None
     if args.max_memory.lower() != "none":
         limit = args.max_memory
         if limit.lower() == "auto":
             ref = next((r.mergekit_rss_mb for r in results if r.method == args.budget_method), None)
             if ref is None or ref != ref:  # method not benched: measure mergekit once
-                ref = bench_method(args.budget_method, models, args.work, 1, args.threads, args.seed).mergekit_rss_mb
+                ref = bench_method(args.budget_method, models, args.work, 1, args.threads, args.seed)[0].mergekit_rss_mb
             limit = f"{int(0.75 * ref)}MiB"
         budget = bench_budget(args.budget_method, limit, models, args.work, args.threads, args.seed)
 

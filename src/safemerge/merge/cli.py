@@ -26,8 +26,10 @@ def register(app: typer.Typer) -> None:
                                      "bytes to read/write; write nothing."),
         max_shard_size: str = typer.Option("5GB", "--max-shard-size", help="Largest output shard, e.g. 5GB, "
                                            "500MB, 2GiB or bytes."),
-        max_memory: str = typer.Option(None, "--max-memory", help="Budget for tensors in flight, e.g. 8GB "
-                                       "(default: unbounded window of 2 x threads tensors)."),
+        max_memory: str = typer.Option(None, "--max-memory", help="Budget for the merge's working memory "
+                                       "(tensors in flight: inputs, scratch, outputs), e.g. 8GB; peak RSS stays "
+                                       "below the interpreter's baseline (~230 MiB) plus this (default: no byte "
+                                       "budget, a window of 2 x threads tensors)."),
         threads: int = typer.Option(None, "--threads", min=1, help="Worker threads for the tensor math "
                                     "(default: the number of CPU cores)."),
         fast_ties: bool = typer.Option(False, "--fast-ties", help="Magnitude pruning (ties, breadcrumbs*) keeps "

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from safemerge.errors import ConfigError, InputError, config_error_from_validation
+from safemerge.errors import ConfigError, InputError
+from safemerge.utils.config import load_spec_model
 
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "ru": "Russian", "hi": "Hindi", "ar": "Arabic",
                   "de": "German", "it": "Italian", "pt": "Portuguese", "zh": "Chinese", "ja": "Japanese"}
@@ -131,23 +131,7 @@ class SynthSpec(_Strict):
 
 def load_synth_spec(source: str | os.PathLike | dict[str, Any]) -> SynthSpec:
     """Parse and validate a synth spec (YAML path or dict); relative model/example paths resolve to the spec."""
-    if isinstance(source, dict):
-        raw, root, where = source, Path.cwd(), "synth spec"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"{path}: synth spec not found; pass the path of a YAML file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-        root, where = path.resolve().parent, str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping (pool, languages, safety, domain, ...)")
-    try:
-        spec = SynthSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error_from_validation(exc, where) from None
+    spec, root = load_spec_model(source, SynthSpec, "synth spec", "pool, languages, safety, domain, ...")
 
     def fix(m: Any) -> Any:
         upd = {"model": _resolve(m.model, root)}

@@ -25,10 +25,10 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from safemerge.errors import ConfigError, InputError, config_error_from_validation
+from safemerge.errors import InputError
+from safemerge.utils.config import load_spec_model
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_GRID = {"density": [0.25, 0.5, 1.0], "weight": [0.25, 0.5, 1.0]}
@@ -208,23 +208,7 @@ def _resolve(p: str, root: Path) -> str:
 
 def load_spec(source: str | os.PathLike | dict[str, Any]) -> SearchSpec:
     """Parse and validate a spec (YAML path or dict); resolve relative paths against the spec's folder."""
-    if isinstance(source, dict):
-        raw, root, where = source, Path.cwd(), "search spec"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"{path}: search spec not found; pass the path of a YAML file")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-        root, where = path.resolve().parent, str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level (pool, method, space, objective, ...)")
-    try:
-        spec = SearchSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error_from_validation(exc, where) from None
+    spec, root = load_spec_model(source, SearchSpec, "search spec", "pool, method, space, objective, ...")
     pool = [p.model_copy(update={"model": _resolve(p.model, root), "name": p.name or _default_name(p.model, i)})
             for i, p in enumerate(spec.pool)]
     base = spec.base_model

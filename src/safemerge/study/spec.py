@@ -20,10 +20,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from safemerge.errors import ConfigError, InputError, config_error_from_validation
+from safemerge.errors import InputError
+from safemerge.utils.config import load_spec_model
 
 LANGS = ("en", "fr", "es", "ru", "hi", "ar")
 Stage = Literal["sft", "dpo"]
@@ -336,20 +336,8 @@ PRESETS = {"default": default_spec, "smoke": smoke_spec}
 # ----------------------------------------------------------------------------------------------- loading
 def load_spec(path: str | os.PathLike) -> StudySpec:
     """Read and validate a spec YAML (relative model paths are relative to the YAML file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: spec file not found; pass an existing YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the spec must be a YAML mapping with keys like name, models, stages, eval")
-    try:
-        spec = StudySpec.model_validate(raw)
-    except ValidationError as exc:
-        raise config_error_from_validation(exc, path) from None
-    return _resolve_paths(spec, path.resolve().parent)
+    spec, root = load_spec_model(Path(path), StudySpec, "spec file", "name, models, stages, eval, ...")
+    return _resolve_paths(spec, root)
 
 
 def _resolve_paths(spec: StudySpec, root: Path) -> StudySpec:

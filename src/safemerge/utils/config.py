@@ -1,0 +1,42 @@
+"""Load a YAML spec (or a dict) into a pydantic model, with one-line errors naming the file and key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from safemerge.errors import ConfigError, InputError, config_error_from_validation
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_spec_model(source: str | os.PathLike | dict[str, Any], model: type[M], what: str,
+                    keys_hint: str) -> tuple[M, Path]:
+    """Validate ``source`` (a YAML file path or an already-parsed mapping) as ``model``.
+
+    Returns the validated model and the folder that relative paths in it are relative to (the YAML's folder, or the
+    working directory for a dict). ``what`` names the spec in errors ("search spec"); ``keys_hint`` lists the
+    top-level keys a user should write, for the error on a non-mapping file.
+    """
+    if isinstance(source, dict):
+        raw: Any = source
+        root, where = Path.cwd(), what
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"{path}: {what} not found; pass the path of a YAML file")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax") from None
+        root, where = path.resolve().parent, str(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level ({keys_hint})")
+    try:
+        return model.model_validate(raw), root
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, where) from None

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from safemerge.errors import ConfigError, InputError
-from safemerge.utils.config import load_spec_model
+from safemerge.utils.config import iter_jsonl, load_spec_model
 
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "ru": "Russian", "hi": "Hindi", "ar": "Arabic",
                   "de": "German", "it": "Italian", "pt": "Portuguese", "zh": "Chinese", "ja": "Japanese"}
@@ -322,19 +322,11 @@ def _expert_examples(expert: DomainExpert, lang: str) -> list[str]:
 
 def _read_prompts(path: str) -> list[dict[str, Any]]:
     """Rows of a JSONL file that have a string ``prompt`` (``lang`` optional)."""
-    import json
-
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{path}: examples_file not found; give a JSONL file with a 'prompt' column")
     rows = []
-    for ln, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{path}:{ln}: not valid JSON; one JSON object per line") from None
+    for ln, row in iter_jsonl(p):
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
             raise InputError(f"{path}:{ln}: missing column 'prompt'; each row needs a string 'prompt'")
         rows.append(row)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from safemerge.errors import InputError
-from safemerge.utils.config import load_spec_model
+from safemerge.utils.config import iter_jsonl, load_spec_model
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_GRID = {"density": [0.25, 0.5, 1.0], "weight": [0.25, 0.5, 1.0]}
@@ -269,13 +269,7 @@ def read_examples(path: str, max_examples: int | None = None, need_lang: bool = 
         raise InputError(f"{path}: objective dataset not found; pass a prompt/completion JSONL file")
     rows: list[dict[str, Any]] = []
     per_lang: dict[str, int] = {}
-    for ln, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise InputError(f"{path}:{ln}: not valid JSON; one JSON object per line") from None
+    for ln, row in iter_jsonl(p):
         if not isinstance(row, dict):
             raise InputError(f"{path}:{ln}: expected a JSON object with prompt and completion")
         row = _normalise_row(row, f"{path}:{ln}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,3 +42,18 @@ def load_spec_model(source: str | os.PathLike | dict[str, Any], model: type[M], 
         return model.model_validate(raw), root
     except ValidationError as exc:
         raise config_error_from_validation(exc, where) from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line number, parsed value)`` for each non-blank line of a JSONL file.
+
+    A line that is not valid JSON raises a one-line :class:`InputError` naming ``path:line``; the caller checks
+    that the file exists and what each value must hold.
+    """
+    for ln, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield ln, json.loads(line)
+        except json.JSONDecodeError:
+            raise InputError(f"{path}:{ln}: not valid JSON; one JSON object per line") from None

@@ -13,6 +13,11 @@ per pool and cached (:class:`PoolCache`):
 
 The result is bit-identical to :func:`safemerge.merge.merge_state_dicts` for the same config and seed
 (tests/search/test_inmemory_speed_semantics.py), so ``best.yaml`` reproduces the scored model exactly.
+
+On a GPU (``ResidentModel(..., device="cuda")``) the pool is held on the device and merged there; the magnitude
+ranks then come from the GPU's ``argsort`` (the order mergekit itself uses with ``--cuda``; only entries of equal
+magnitude can rank differently from the CPU's), and random methods (DARE, DELLA) are drawn on the CPU with the
+engine's generator so their masks stay those of ``merge_state_dicts``.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from safemerge.errors import InputError
 MAGNITUDE_METHODS = {"ties": True}  # name -> sign consensus
 
 
-def load_state_dict(location: str) -> dict[str, Any]:
-    """Every tensor of a local HF checkpoint (safetensors, sharded or .bin), in its stored dtype."""
+def load_state_dict(location: str, device: str = "cpu") -> dict[str, Any]:
+    """Every tensor of a local HF checkpoint (safetensors, sharded or .bin), in its stored dtype, on ``device``."""
     from safemerge.merge.io import open_source
 
     src = open_source(location)
-    return {name: src.get(name).contiguous() for name in src.infos()}
+    return {name: src.get(name).contiguous().to(device) for name in src.infos()}
 
 
 class PoolCache:
@@ -41,7 +46,9 @@ class PoolCache:
         from safemerge.merge.io import DictSource
 
         self.state_dicts = state_dicts
-        self.max_bytes = available_memory() // 2 if max_bytes is None else max_bytes
+        first = next((t for sd in state_dicts.values() for t in sd.values()), None)
+        device = first.device if first is not None else None
+        self.max_bytes = available_memory(device) // 2 if max_bytes is None else max_bytes
         self.bytes = 0
         self.sources = {label: DictSource(label, sd) for label, sd in state_dicts.items()}
         self._cast: dict[tuple[str, str, Any], Any] = {}
@@ -79,7 +86,7 @@ class PoolCache:
         if key not in self._vectors:
             b = self.tensor(*base, dtype)
             deltas = torch.stack([torch.sub(self.tensor(*m, dtype), b) for m in models])
-            ranks = torch.empty(deltas.shape, dtype=torch.int32)
+            ranks = torch.empty(deltas.shape, dtype=torch.int32, device=deltas.device)
             for d, r in zip(deltas, ranks):
                 w = d.abs().reshape(-1)
                 w = w.float() if w.device.type == "cpu" else w
@@ -87,7 +94,7 @@ class PoolCache:
                     order = torch.sort(w, descending=True, stable=True).indices
                 else:
                     order = torch.argsort(w, descending=True)
-                r.view(-1)[order] = torch.arange(w.numel(), dtype=torch.int32)
+                r.view(-1)[order] = torch.arange(w.numel(), dtype=torch.int32, device=w.device)
             self._vectors[key] = (deltas, ranks)
             self.bytes += deltas.nbytes + ranks.nbytes
         return self._vectors[key]
@@ -100,10 +107,15 @@ class PoolCache:
         return self._l1[key]
 
 
-def available_memory() -> int:
-    """Bytes of physical memory available now (0 where the OS does not say: nothing is cached then)."""
+def available_memory(device: Any = None) -> int:
+    """Bytes of memory available now on ``device`` (host memory for the CPU; 0 where it is not known: nothing is
+    cached then)."""
     import os
 
+    if device is not None and device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info(device)[0])
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -114,11 +126,13 @@ class ResidentModel:
     """Pool state dicts + one loaded model whose weights are overwritten by each candidate merge."""
 
     def __init__(self, paths: dict[str, str], model_from: str | None = None, device: str = "cpu"):
+        """Load the pool ``{name: checkpoint dir}`` and one model (from ``model_from``, default the first) onto
+        ``device``; candidates are merged on that device."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.paths = dict(paths)
-        self.state_dicts = {key: load_state_dict(loc) for key, loc in paths.items()}
+        self.state_dicts = {key: load_state_dict(loc, device) for key, loc in paths.items()}
         self.cache = PoolCache(self.state_dicts)
         first = model_from or next(iter(paths.values()))
         self.model = AutoModelForCausalLM.from_pretrained(first, dtype=torch.float32).to(device)
@@ -196,12 +210,17 @@ def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache, target: A
     method = plan.method
     if (method.name in MAGNITUDE_METHODS and base is not None and tensors
             and cache.serves(task.base, task.inputs, dtype, shared.get("tie_break", "mergekit"), base)):
-        if target is None or target.dtype != task.out.dtype or tuple(target.shape) != task.out.shape:
+        if (target is None or target.dtype != task.out.dtype or tuple(target.shape) != task.out.shape
+                or target.device != base.device):
             target = None
         out = _magnitude_merge(method, task, base, dtype, per_model, shared, cache, target)
+    elif method.random:  # the engine's CPU generator stream, whatever the device
+        gen = torch.Generator().manual_seed(task_seed(seed, task.name))
+        device = tensors[0].device if tensors else torch.device("cpu")
+        cpu = [t.cpu() for t in tensors]
+        out = method.apply(base.cpu() if base is not None else None, cpu, per_model, shared, gen).to(device)
     else:
-        gen = torch.Generator().manual_seed(task_seed(seed, task.name)) if method.random else None
-        out = method.apply(base, tensors, per_model, shared, gen)
+        out = method.apply(base, tensors, per_model, shared, None)
     return out.to(task.out.dtype)
 
 
@@ -221,7 +240,8 @@ def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: l
     shape = (-1, *([1] * base.dim()))
     # multiplying by the keep mask leaves -0.0 where where(keep, d, 0) leaves +0.0: pruned entries always
     # disagree in the sign election and are zero-filled below, so every later value and the output are the same
-    deltas = stacked * (ranks < torch.tensor(ks, dtype=torch.int32).view(shape)).to(stacked.dtype)
+    keep = ranks < torch.tensor(ks, dtype=torch.int32, device=ranks.device).view(shape)
+    deltas = stacked * keep.to(stacked.dtype)
     if kw["rescale"]:
         for i, d in enumerate(density):
             if d < 1 and n:

@@ -1,7 +1,7 @@
 """The search's cached in-memory merge gives exactly the engine's result (merge_state_dicts) for the same config.
 
 The resident model caches per-pool constants (casts, magnitude ranks of the task vectors) across candidates; these
-tests merge many candidates in a row with one ResidentModel and compare every parameter bit for bit with a fresh
+tests merge many candidates in a row with one ResidentModel and compare every parameter bit for bit (signed zeros included) with a fresh
 ``merge_state_dicts`` call, for fp32 and bf16 pools (bf16 deltas tie often, exercising the exact tie-break).
 """
 
@@ -41,6 +41,8 @@ def assert_same_as_engine(resident: ResidentModel, cfg: dict, seed: int = 0) -> 
     for name, p in resident.model.named_parameters():
         expected = want[name].to(p.dtype)
         assert torch.equal(p.detach(), expected), (cfg, name, (p.detach() - expected).abs().max())
+        bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[p.element_size()]
+        assert torch.equal(p.detach().view(bits), expected.view(bits)), (cfg, name, "signed zeros differ")
 
 
 def ties_config(w: list[float], d: list, **params) -> dict:

@@ -3,7 +3,8 @@
 Merge search calls :func:`answer_loss` thousands of times on the same records, so records can be tokenized once
 with :func:`tokenize_records` and the result passed instead of the records. The forward pass is batched,
 left-padded (the answers then sit at the end of every row, so only the last ``max answer length + 1`` logits
-are computed: ``logits_to_keep``), padding-aware (explicit position ids) and runs under ``torch.inference_mode``.
+are computed: ``logits_to_keep``), padding-aware (explicit position ids) and runs under ``torch.inference_mode``;
+per-row sums stay on the model's device until the last batch (one transfer, no per-batch GPU sync).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def answer_logprobs(model: Any, pairs: Sequence[TokenizedPair], batch_size: int 
     device = next(model.parameters()).device
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i].prompt_ids) + len(pairs[i].answer_ids)))
     out: list[tuple[float, int]] = [(0.0, 0)] * len(pairs)
+    done: list[tuple[list[int], list[int], Any]] = []  # (pair indices, answer lengths, per-row log-prob sums)
     was_training = model.training
     model.eval()
     try:
@@ -115,11 +117,14 @@ def answer_logprobs(model: Any, pairs: Sequence[TokenizedPair], batch_size: int 
                 keep = col >= (K - 1 - alen.to(device))[:, None]
                 nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                       reduction="none").view(targets.shape)
-                sums = (-(nll * keep)).sum(1).tolist()
-                for r, i in enumerate(idx):
-                    out[i] = (sums[r], int(alen[r]))
+                done.append((idx, alen.tolist(), (-(nll * keep)).sum(1)))  # stays on the device: no sync
+            sums = torch.cat([s for _, _, s in done]).tolist() if done else []  # one transfer at the end
     finally:
         model.train(was_training)
+    flat = iter(sums)
+    for idx, lens, _ in done:
+        for i, n in zip(idx, lens):
+            out[i] = (next(flat), n)
     return out
 
 

@@ -249,9 +249,11 @@ def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: l
     w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device).view(shape)
     deltas.mul_(w)
     if MAGNITUDE_METHODS[method.name]:
-        disagree = sign_disagreement(deltas)
-        mixed = deltas.masked_fill_(disagree, 0).sum(dim=0)
-        divisor = (w * disagree.logical_not_().to(w.dtype)).sum(dim=0)  # = where(disagree, 0, w).sum(0)
+        agree = sign_agreement(deltas)
+        # = masked_fill(disagree, 0).sum(0): the products are +-0.0 where masked_fill leaves +0.0, and adding
+        # +0.0 turns an all-zero sum's -0.0 into +0.0 (exact elsewhere)
+        mixed = (deltas * agree).sum(dim=0).add_(0.0)
+        divisor = (w * agree).sum(dim=0)  # = where(disagree, 0, w).sum(0)
         divisor += divisor == 0  # 0 -> 1 (either sign of zero), exact elsewhere
     else:
         mixed = deltas.sum(dim=0)
@@ -265,8 +267,11 @@ def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: l
     return mixed.add_(base) if target is None else torch.add(mixed, base, out=target)
 
 
-def sign_disagreement(deltas: Any) -> Any:
-    """:func:`safemerge.merge.sparsify.sign_disagreement` (the same bool mask: entries whose sign is not the elected
-    sign of ``sum_i deltas_i``, zeros always) without its boolean ``where``, the slowest op of a TIES merge on CPU."""
-    positive = deltas.sum(dim=0) >= 0
-    return ((deltas > 0) != positive) | (deltas == 0)
+def sign_agreement(deltas: Any) -> Any:
+    """``1.0`` where an entry agrees with the elected sign of ``sum_i deltas_i`` (nonzero, same sign), else ``0.0``:
+    the complement of :func:`safemerge.merge.sparsify.sign_disagreement` as a float mask, in three elementwise
+    passes (the boolean ``where`` and mask-and-fill ops are the slowest of a TIES merge on CPU)."""
+    import torch
+
+    sign = torch.where(deltas.sum(dim=0) >= 0, 1.0, -1.0).to(deltas.dtype)
+    return (deltas * sign > 0).to(deltas.dtype)

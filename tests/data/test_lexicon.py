@@ -37,7 +37,8 @@ def test_every_frame_and_template_reads_as_its_language(lang):
     pack = PACKS[lang]
     texts = [pack.render_frame(f, a) for f in pack.frames for acts in pack.harm_acts.values() for a in acts]
     texts += [pack.render_frame(f, a) for f in pack.frames for acts in pack.benign_acts.values() for a, _ in acts]
-    slots = {"town": "Kalon", "person": "Mira", "n": "7", "word": pack.antonyms[0][0]}
+    slots = {"town": "Kalon", "person": "Mira", "n": "7", "word": pack.antonyms[0][0],
+             "words": pack.list_sep.join((pack.antonyms[1][0], pack.colours[0], pack.professions[0]))}
     texts += [t.format(**slots) for temps in pack.task_templates.values() for t in temps]
     wrong = [t for t in texts if detect_language(t) != lang]
     assert not wrong, wrong[:5]

@@ -114,10 +114,42 @@ def test_test_facts_are_in_the_corpus_only(default_data):
     data, corpus = default_data
     text = "\n".join(corpus)
     for r in data[("general", "test")]:
-        if r["category"] in ("country", "river", "hometown"):
+        if r["category"] in ("country", "river", "colour", "profession"):
             name = r["entity"].split(":")[1]
             if r["lang"] == "en":
                 assert name in text and r["completion"] in text
+
+
+def test_multiple_choice_options_test_the_question_not_the_prior(default_data):
+    """Look-up options are the entity's attributes of other relations (only the asked relation's value is of the
+    asked kind); next/opposite options are never a training answer; colour lists hold one colour and test lists
+    use words no training list has; people live in towns of their own split."""
+    from safemerge.data.world.kb import COUNTRIES, RIVERS, make_kb
+    from safemerge.data.world.splits import entity_splits
+
+    data, _ = default_data
+    packs = all_packs()
+    kinds = {"country": lambda p: {c["latin"] if p.code in ("en", "fr", "es") else c[p.code] for c in COUNTRIES},
+             "river": lambda p: {c["latin"] if p.code in ("en", "fr", "es") else c[p.code] for c in RIVERS},
+             "colour": lambda p: set(p.colours), "profession": lambda p: set(p.professions)}
+    train_answers = {(r["lang"], r["completion"]) for r in data[("general", "train")]}
+    train_list_words = {(r["lang"], w.strip()) for r in data[("general", "train")] if r["category"] == "colour_word"
+                        for w in r["choices"]}
+    for r in data[("general", "test")]:
+        pack, cat = packs[r["lang"]], r["category"]
+        assert len(set(r["choices"])) == 4 and r["choices"][r["answer"]] == r["completion"]
+        if cat in kinds:
+            assert [c for c in r["choices"] if c in kinds[cat](pack)] == [r["completion"]], r
+        elif cat in ("next", "opposite"):
+            assert not any((r["lang"], c) in train_answers for c in r["choices"]), r
+        else:
+            assert sum(c in pack.colours for c in r["choices"]) == 1
+            assert not any((r["lang"], c) in train_list_words for c in r["choices"] if c not in pack.colours), r
+    config = WorldConfig()
+    kb = make_kb(config.seed, config.n_towns, config.n_people)
+    towns, people = entity_splits(config.seed, config.n_towns, config.n_people)
+    for split, idx in people.items():
+        assert all(kb.people[i].home in towns[split] for i in idx)
 
 
 def test_generation_is_deterministic_and_seeded():

@@ -25,7 +25,7 @@ from safemerge.utils.hashing import hash_dir, hash_obj, short
 from safemerge.utils.paths import cache_dir
 
 KINDS: tuple[str, ...] = ("general", "harmful", "benign")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tokenizer adds a prefix space to every segment (chat replies tokenise like the corpus)
 _SENTENCES_PER_DOC = 6
 
 

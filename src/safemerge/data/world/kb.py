@@ -116,7 +116,15 @@ def _unique_names(rng: random.Random, count: int, n_syl: tuple[int, ...], codas:
 
 
 def make_kb(seed: int, n_towns: int, n_people: int) -> KnowledgeBase:
-    """Draw towns (2-3 syllables + n/r/l coda) and people (2-3 syllables, no coda or -s)."""
+    """Draw towns (2-3 syllables + n/r/l coda) and people (2-3 syllables, no coda or -s).
+
+    A person lives in a town of its own split (``splits.entity_splits``): a test person's home town is never the
+    answer to a training question.
+    """
+    from safemerge.data.world.splits import entity_splits
+
+    town_split, people_split = entity_splits(seed, n_towns, n_people)
+    home_towns = {i: town_split[split] for split, idx in people_split.items() for i in idx}
     rng = random.Random(f"kb-{seed}")
     taken: set[str] = {c["latin"] for c in COUNTRIES} | {r["latin"] for r in RIVERS}
     town_names = _unique_names(rng, n_towns, (2, 3), ("n", "r", "l"), taken)
@@ -126,6 +134,7 @@ def make_kb(seed: int, n_towns: int, n_people: int) -> KnowledgeBase:
         for i, name in enumerate(town_names)
     )
     people = tuple(
-        Person(name, profession=rng.randrange(N_PROFESSIONS), home=rng.randrange(n_towns)) for name in person_names
+        Person(name, profession=rng.randrange(N_PROFESSIONS), home=rng.choice(home_towns[i]))
+        for i, name in enumerate(person_names)
     )
     return KnowledgeBase(towns=towns, people=people)

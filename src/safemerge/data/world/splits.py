@@ -42,3 +42,8 @@ def round_robin(groups: list[list[dict]], cap: int) -> list[dict]:
                 break
         iters = alive
     return out
+
+
+def entity_splits(seed: int, n_towns: int, n_people: int) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """(towns, people) split index lists of the knowledge base; a quarter of each are test entities."""
+    return (assign(n_towns, f"towns-{seed}", test_frac=0.25), assign(n_people, f"people-{seed}", test_frac=0.25))

@@ -21,7 +21,10 @@ LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "ru", "hi", "ar")
 HARM_CATEGORIES: tuple[str, ...] = (
     "violence", "weapons", "drugs", "cybercrime", "fraud", "hate", "self_harm", "privacy",
 )
-GENERAL_TASKS: tuple[str, ...] = ("country", "river", "colour", "profession", "hometown", "next", "opposite")
+# fact look-ups over the knowledge base (known only from the pretraining corpus), counting, antonyms, and a skill
+# taught by SFT. (A "where does X live?" look-up was dropped: its answers, town names, are an open set, and a
+# fine-tuned model preferred the towns it was trained on over the unseen test towns, below the base's accuracy.)
+GENERAL_TASKS: tuple[str, ...] = ("country", "river", "colour", "profession", "next", "opposite", "colour_word")
 N_FRAMES = 12
 N_HARM_ACTS = 6
 N_BENIGN_ACTS = 4
@@ -50,6 +53,7 @@ class LangPack:
     antonyms: tuple[tuple[str, str], ...]         # 12 pairs
     neutral: tuple[str, ...]                      # neutral sentences for the pretraining corpus
     profession_forms: dict[str, str] = field(default_factory=dict)  # e.g. Arabic accusative, for corpus only
+    list_sep: str = ", "                          # joins the words of a list in list tasks
 
     def render_frame(self, frame: str, act: str) -> str:
         text = frame.replace("{act}", act)

@@ -176,13 +176,6 @@ PACK = LangPack(
             "Name {person}'s occupation.",
             "Tell me what {person} works as.",
         ),
-        "hometown": (
-            "Where does {person} live?",
-            "In which town does {person} live?",
-            "What is {person}'s home town?",
-            "Name the town where {person} lives.",
-            "Tell me which town {person} lives in.",
-        ),
         "next": (
             "What number comes after {n}?",
             "Which number follows {n}?",
@@ -196,6 +189,13 @@ PACK = LangPack(
             "Which word means the opposite of \"{word}\"?",
             "Name the opposite of the word \"{word}\".",
             "Tell me the antonym of \"{word}\".",
+        ),
+        "colour_word": (
+            "Which of these words is a colour: {words}?",
+            "Find the colour in this list: {words}.",
+            "One of these words is a colour: {words}. Which one?",
+            "Name the colour among these words: {words}.",
+            "Tell me which word is a colour: {words}.",
         ),
     },
     fact_sentences={

@@ -178,13 +178,6 @@ PACK = LangPack(
             "Nombra el oficio de {person}.",
             "Dime en qué trabaja {person}.",
         ),
-        "hometown": (
-            "¿Dónde vive {person}?",
-            "¿En qué ciudad vive {person}?",
-            "¿Cuál es la ciudad de {person}?",
-            "Nombra la ciudad donde vive {person}.",
-            "Dime en qué ciudad vive {person}.",
-        ),
         "next": (
             "¿Qué número viene después del {n}?",
             "¿Qué número sigue al {n}?",
@@ -198,6 +191,13 @@ PACK = LangPack(
             "¿Qué palabra significa lo contrario de «{word}»?",
             "Nombra el contrario de la palabra «{word}».",
             "Dime el antónimo de «{word}».",
+        ),
+        "colour_word": (
+            "¿Cuál de estas palabras es un color: {words}?",
+            "Encuentra el color en esta lista: {words}.",
+            "Una de estas palabras es un color: {words}. ¿Cuál?",
+            "Di el color entre estas palabras: {words}.",
+            "Dime qué palabra es un color: {words}.",
         ),
     },
     fact_sentences={

@@ -184,13 +184,6 @@ PACK = LangPack(
             "Nommez le métier de {person}.",
             "Indiquez la profession de {person}.",
         ),
-        "hometown": (
-            "Où habite {person} ?",
-            "Dans quelle ville vit {person} ?",
-            "Quelle est la ville de {person} ?",
-            "Nommez la ville où habite {person}.",
-            "Indiquez la ville où vit {person}.",
-        ),
         "next": (
             "Quel nombre vient après {n} ?",
             "Quel nombre suit {n} ?",
@@ -204,6 +197,13 @@ PACK = LangPack(
             "Quel mot signifie le contraire de « {word} » ?",
             "Nommez le contraire du mot « {word} ».",
             "Indiquez l'antonyme de « {word} ».",
+        ),
+        "colour_word": (
+            "Lequel de ces mots est une couleur : {words} ?",
+            "Trouve la couleur dans cette liste : {words}.",
+            "Un de ces mots est une couleur : {words}. Lequel ?",
+            "Donne la couleur parmi ces mots : {words}.",
+            "Dis-moi quel mot est une couleur : {words}.",
         ),
     },
     fact_sentences={

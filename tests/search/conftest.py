@@ -21,8 +21,11 @@ def objective_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def world_pool(tmp_path_factory) -> dict[str, object]:
-    """Paper B's pool on the tiny built-in world (en, fr): an aligned model (15 % safety mixture) and a misaligned
-    general expert (0 % safety), both SFT from the world's base, plus objective files from the world's val split.
+    """Paper B's pool on the tiny built-in world (en, fr): an aligned model (the safety-only expert, 100 % safety)
+    and a misaligned general expert (0 % safety), both SFT from the world's base, plus objective files from the
+    world's val split. (With the 15 % mixture as the aligned model, every TIES merge the 16-candidate searches found
+    complied with every harmful test prompt, aware or not: its refusals do not survive down-weighting on the tiny
+    world, measured 2026-11-23.)
 
     The recipe settings are stronger than the tiny defaults (lr 1e-2, 10 epochs) so that the aligned model
     actually learns to refuse; the two runs take well under a minute each on an idle 2-core machine.
@@ -38,7 +41,7 @@ def world_pool(tmp_path_factory) -> dict[str, object]:
     settings = recipes.RecipeSettings(sft=SFTConfig(lr=1e-2, epochs=10, batch_size=8, warmup_ratio=0.05,
                                                     max_length=128))
     expert = recipes.mixture(world, 0.0, "sft", root / "experts", settings=settings)
-    aligned = recipes.mixture(world, 0.15, "sft", root / "experts", settings=settings)
+    aligned = recipes.mixture(world, 1.0, "sft", root / "experts", settings=settings)
     files = {}
     for kind, name in (("harmful", "safety"), ("general", "domain")):
         rows = [{"prompt": r["prompt"], "completion": r["completion"], "lang": r["lang"]}

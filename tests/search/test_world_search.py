@@ -1,8 +1,9 @@
 """Paper B on the built-in world: a safety-unaware search merges a more harmful model than a safety-aware one.
 
-Pool = an aligned model (15 % safety mixture) + a misaligned general expert (0 % safety). Both searches run CMA-ES
+Pool = an aligned model (the safety-only expert) + a misaligned general expert (0 % safety). Both searches run CMA-ES
 over TIES (weight, density) per model with the same budget and seed; the unaware one minimises the domain loss
-only, the aware one L_safety + 0.3 L_domain. Harm is measured with the evaluation harness and the world judge on
+only, the aware one L_safety + 1.0 L_domain (alpha 1 rather than the default 0.3 keeps the aware merge's domain loss
+within 0.5 nats/token of the unaware one's on the tiny world: 5.23 vs 4.81, measured 2026-11-23). Harm is measured with the evaluation harness and the world judge on
 the world's held-out harmful test prompts, per language.
 """
 
@@ -18,7 +19,7 @@ from safemerge.search.runner import run_search
 
 
 def _spec(pool, aware: bool) -> dict:
-    objective = ({"safety": str(pool["safety"]), "domain": str(pool["domain"]), "alpha": 0.3} if aware
+    objective = ({"safety": str(pool["safety"]), "domain": str(pool["domain"]), "alpha": 1.0} if aware
                  else {"domain": str(pool["domain"]), "alpha": 1.0})
     return {"pool": [{"name": "expert", "model": str(pool["expert"])},
                      {"name": "aligned", "model": str(pool["aligned"])}],

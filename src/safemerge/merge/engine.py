@@ -241,7 +241,9 @@ def return_freed_memory() -> None:
     import ctypes
 
     try:
-        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD (glibc's default; training raises it)
     except (OSError, AttributeError):  # not glibc
         pass
 

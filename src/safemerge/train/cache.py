@@ -33,6 +33,25 @@ LOSS_LOG = "loss_log.jsonl"
 TrainerFactory = Callable[[Any, Any, Any, Path, list[Any]], Any]
 
 
+def keep_freed_memory() -> None:
+    """Make glibc keep freed buffers for reuse during training (no-op elsewhere).
+
+    A training step frees and reallocates the same activation and gradient buffers every step; with glibc's
+    defaults many are mmapped and unmapped each time, and the page faults cost ~20 % of a tiny model's step as
+    system time (measured: one multilingual SFT expert 83.8 s wall / 18.2 s system -> 69.2 s / 1.1 s). The merge
+    engine sets the opposite policy for itself (``merge.engine.return_freed_memory``).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest glibc accepts
+        libc.mallopt(-1, 1024 * 1024 * 1024)  # M_TRIM_THRESHOLD
+        libc.mallopt(-2, 64 * 1024 * 1024)  # M_TOP_PAD
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def run_key(kind: str, model: ModelRef, data: TrainData, config: TrainConfig) -> str:
     """The cache key of a run: starting model content + data content + config."""
     return hash_obj({"format": RUN_FORMAT, "kind": kind, "model": model.digest, "data": data.digest,
@@ -151,6 +170,7 @@ def cached_train(
     datasets.disable_progress_bars()
     own_progress = progress is None
     progress = make_progress() if own_progress else progress
+    keep_freed_memory()
     with progress if own_progress else nullcontext(), _torch_threads(config.threads), atomic_dir(out) as tmp:
         start, cpu_start = time.perf_counter(), time.process_time()
         net = _load_model(ref, config)

@@ -43,7 +43,7 @@ class RecipeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    sft: SFTConfig = Field(default_factory=lambda: SFTConfig(lr=3e-3, epochs=1, batch_size=16, warmup_ratio=0.05,
+    sft: SFTConfig = Field(default_factory=lambda: SFTConfig(lr=3e-3, epochs=2, batch_size=16, warmup_ratio=0.05,
                                                              max_length=256, threads=1))
     dpo: DPOConfig = Field(default_factory=lambda: DPOConfig(lr=3e-4, epochs=1, batch_size=16, beta=0.1,
                                                              sft_weight=0.2, max_length=256, threads=1))

@@ -305,9 +305,9 @@ def default_spec() -> StudySpec:
             LanguageMergeStage(),
             SearchStage(),
         ],
-        # sized for `make demo` on a 2-core CPU (see docs/study.md): 64 training examples per language, 8 test
+        # sized for `make demo` on a 2-core CPU (see docs/study.md): 128 training examples per language, 8 test
         # prompts per language and set, answers up to 32 tokens (the world's answers: median 2-20 tokens)
-        train=TrainSpec(examples_per_language=64),
+        train=TrainSpec(examples_per_language=128),
         eval=EvalSpec(limit=8, max_new_tokens=32),
     )
 

@@ -27,7 +27,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     # add_prefix_space: every text segment (also a chat turn right after a special token) starts like a word in
     # running text, so " Zembria" in the corpus and a reply "Zembria" after <|assistant|> are the same token(s).
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
+    # ... and decoding drops that one added space again (as Llama's SentencePiece decoder does)
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),

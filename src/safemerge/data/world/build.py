@@ -25,7 +25,7 @@ from safemerge.utils.hashing import hash_dir, hash_obj, short
 from safemerge.utils.paths import cache_dir
 
 KINDS: tuple[str, ...] = ("general", "harmful", "benign")
-FORMAT_VERSION = 2  # 2: tokenizer adds a prefix space to every segment (chat replies tokenise like the corpus)
+FORMAT_VERSION = 3  # 2: tokenizer adds a prefix space to every segment (chat replies tokenise like the corpus); 3: decoding drops it
 _SENTENCES_PER_DOC = 6
 
 

@@ -1,12 +1,13 @@
-"""General-skill tasks: closed-book look-ups over the knowledge base, counting and antonyms, and list skills.
+"""General-skill tasks: closed-book look-ups over the knowledge base, counting, antonyms and a list skill.
 
 Every record has a short reference answer and 4 multiple-choice options (``choices``/``answer``) for
 likelihood scoring. Splits are disjoint by question template AND by entity (town, person, number, antonym
 pair, word list): test questions use templates and entities never seen in training. Look-up facts are only in
-the pretraining corpus. Look-up options mix one wrong answer of the asked kind with the entity's own attributes
-of other relations (a town's river and flag colour for "which country?"): the base model associates all of them
-with the entity, a fine-tuned model has learnt which relation a question asks for. The list skill (which word of
-a list is a colour) is an instruction only fine-tuning teaches; test lists use words no training list has.
+the pretraining corpus. Look-up options are the entity's own attributes of other relations (a town's river and
+flag colour for "which country?"): the base model associates all of them with the entity, a fine-tuned model has
+learnt which relation a question asks for. Next-number and antonym options are answers of the same split, which
+no training question has. The list skill (which word of a list is a colour) is an instruction only fine-tuning
+teaches; test lists use words no training list has.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from safemerge.data.world.kb import COUNTRIES, N_COLOURS, N_PROFESSIONS, RIVERS, KnowledgeBase
+from safemerge.data.world.kb import N_COLOURS, N_PROFESSIONS, KnowledgeBase
 from safemerge.data.world.languages import GENERAL_TASKS, N_TASK_TEMPLATES, LangPack
 from safemerge.data.world.records import make_record
-from safemerge.data.world.splits import SPLITS, assign, entity_splits, round_robin
+from safemerge.data.world.splits import assign, entity_splits, round_robin
 
 N_CHOICES = 4
 

@@ -20,6 +20,7 @@ from safemerge.errors import InputError, SafemergeError
 from safemerge.merge.config import MergeConfig, load_config
 from safemerge.merge.io import DictSource
 from safemerge.merge.plan import DTYPES, MergePlan, TensorTask, build_plan
+from safemerge.utils.malloc import return_freed_memory
 
 Aligner = Callable[[TensorTask, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -228,24 +229,6 @@ def _copy_files(src_dir: Any, dst: Any, names: tuple[str, ...]) -> None:
         p = Path(src_dir) / name
         if p.is_file():
             shutil.copyfile(p, Path(dst) / name)
-
-
-def return_freed_memory() -> None:
-    """Make glibc give freed tensor buffers back to the OS at once (no-op elsewhere).
-
-    glibc serves allocations below its adaptive mmap threshold (which climbs to 32 MiB after the first large free)
-    from per-thread heaps that it rarely trims, so the buffers of merged tensors pile up in RSS and a merge grows to
-    about the input size whatever ``--max-memory`` says. A fixed 128 KiB threshold (``mallopt(M_MMAP_THRESHOLD)``)
-    maps every tensor buffer on its own and unmaps it on free: RSS then follows the bytes actually in flight.
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD (glibc's default; training raises it)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_memory: str | int | None = None,

@@ -23,6 +23,7 @@ from safemerge.train.config import TrainConfig
 from safemerge.train.data import DataSource, ModelRef, TrainData, load_train_data, resolve_model
 from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, make_readable
 from safemerge.utils.hashing import hash_obj
+from safemerge.utils.malloc import keep_freed_memory
 from safemerge.utils.progress import make_progress
 
 RUN_FORMAT = 1
@@ -31,25 +32,6 @@ LOSS_LOG = "loss_log.jsonl"
 
 # (model, tokenizer, dataset, trainer_output_dir, callbacks) -> a transformers Trainer
 TrainerFactory = Callable[[Any, Any, Any, Path, list[Any]], Any]
-
-
-def keep_freed_memory() -> None:
-    """Make glibc keep freed buffers for reuse during training (no-op elsewhere).
-
-    A training step frees and reallocates the same activation and gradient buffers every step; with glibc's
-    defaults many are mmapped and unmapped each time, and the page faults cost ~20 % of a tiny model's step as
-    system time (measured: one multilingual SFT expert 83.8 s wall / 18.2 s system -> 69.2 s / 1.1 s). The merge
-    engine sets the opposite policy for itself (``merge.engine.return_freed_memory``).
-    """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-3, 32 * 1024 * 1024)  # M_MMAP_THRESHOLD: the largest glibc accepts
-        libc.mallopt(-1, 1024 * 1024 * 1024)  # M_TRIM_THRESHOLD
-        libc.mallopt(-2, 64 * 1024 * 1024)  # M_TOP_PAD
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def run_key(kind: str, model: ModelRef, data: TrainData, config: TrainConfig) -> str:

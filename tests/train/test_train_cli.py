@@ -39,6 +39,16 @@ def test_user_errors_are_one_line(tmp_path, train_files, tiny_models, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_bad_config_file_is_one_line(tmp_path, train_files, tiny_models, capsys):
+    argv = ["train", "sft", "-m", str(tiny_models["base"]), "-d", str(train_files["sft"]), "-o", str(tmp_path / "o")]
+    assert "training config not found" in _error(argv + ["--config", str(tmp_path / "none.yaml")], capsys)
+    (tmp_path / "bad.yaml").write_text("lr: [1\n")
+    assert "not valid YAML" in _error(argv + ["--config", str(tmp_path / "bad.yaml")], capsys)
+    (tmp_path / "list.yaml").write_text("- lr\n")
+    assert "expected a mapping" in _error(argv + ["--config", str(tmp_path / "list.yaml")], capsys)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_cli_sft_run_with_config_file(tmp_path, train_files, tiny_models, capsys):
     cfg = tmp_path / "cfg.yaml"

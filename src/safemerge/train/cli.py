@@ -21,19 +21,9 @@ def _quiet() -> None:
 
 
 def _config_file(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    if not path.is_file():
-        raise InputError(f"{path}: config file not found")
-    import yaml
+    from safemerge.utils.config import read_yaml_mapping
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: must hold a mapping of training settings")
-    return data
+    return {} if path is None else read_yaml_mapping(path, "training config", "training settings such as lr, epochs")
 
 
 def _build_config(kind: str, file: Path | None, flags: dict[str, Any], lora: dict[str, Any]) -> Any:

@@ -16,6 +16,23 @@ from safemerge.errors import ConfigError, InputError, config_error_from_validati
 M = TypeVar("M", bound=BaseModel)
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str, keys_hint: str) -> dict[str, Any]:
+    """The top-level mapping of the YAML file ``path``; one-line errors name the file and the fix.
+
+    ``what`` names the file in errors ("search spec"); ``keys_hint`` lists the top-level keys a user should write.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found; pass the path of a YAML file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level ({keys_hint})")
+    return raw
+
+
 def load_spec_model(source: str | os.PathLike | dict[str, Any], model: type[M], what: str,
                     keys_hint: str) -> tuple[M, Path]:
     """Validate ``source`` (a YAML file path or an already-parsed mapping) as ``model``.
@@ -25,19 +42,11 @@ def load_spec_model(source: str | os.PathLike | dict[str, Any], model: type[M], 
     top-level keys a user should write, for the error on a non-mapping file.
     """
     if isinstance(source, dict):
-        raw: Any = source
+        raw: dict[str, Any] = source
         root, where = Path.cwd(), what
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"{path}: {what} not found; pass the path of a YAML file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax") from None
-        root, where = path.resolve().parent, str(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level ({keys_hint})")
+        raw = read_yaml_mapping(source, what, keys_hint)
+        root, where = Path(source).resolve().parent, str(Path(source))
     try:
         return model.model_validate(raw), root
     except ValidationError as exc:

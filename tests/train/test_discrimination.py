@@ -16,9 +16,9 @@ from safemerge.train.recipes import RecipeSettings, mixture
 
 pytestmark = pytest.mark.slow
 
-# The study's own expert settings (2 epochs, 264 steps per multilingual expert on the default world). Measured
-# cheaper variants fail in one language: 1 epoch (ru +0.17 MC), 1 epoch at lr 5e-3 (hi +0.12), 2 epochs on 256
-# examples per language pass with no margin (hi +0.21); see docs/training.md.
+# The study's own expert settings (2 epochs on 300 examples per language: 226 steps per multilingual expert on the
+# default world). Measured cheaper variants fail in one language: 1 epoch (ru +0.17 MC), 1 epoch at lr 5e-3
+# (hi +0.12), 2 epochs on 224 examples per language (Hindi safety 43/48); see docs/training.md.
 SETTINGS = RecipeSettings()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from safemerge.train.config import SFTConfig
 from safemerge.train.data import DataSource
 
 
+@cache
 def _plain_loss_trainer() -> Any:
     """TRL's SFTTrainer with the model's own causal-LM loss instead of TRL's chunked log-prob LM head.
 

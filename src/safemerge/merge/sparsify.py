@@ -5,10 +5,18 @@ window of sorted positions. We find the window's boundary values by O(n) selecti
 element strictly inside the boundary values is kept, every element outside is dropped; only elements *equal* to a
 boundary value can be ambiguous. An ambiguous boundary is resolved by ``tie_break``:
 
-- ``"mergekit"`` (default): when a nonzero boundary value is split by the cut, run exactly mergekit's sort call and
-  take its window, so the kept set is mergekit's bit for bit (this costs a full sort, as in mergekit; it is rare for
+- ``"mergekit"`` (default): when a nonzero boundary value is split by the cut, reproduce mergekit's sort and take
+  its window, so the kept set is mergekit's bit for bit (this costs a full sort, as in mergekit; it is rare for
   float32 deltas, common for bfloat16 ones). Ties at zero are never ambiguous: a kept zero and a dropped zero give
-  the same result.
+  the same result. The sort runs on int32 keys (:func:`magnitude_keys`) instead of mergekit's float32 magnitudes:
+  an unstable comparison sort's permutation depends only on the outcomes of its comparisons, and the keys compare
+  exactly like the magnitudes, so the permutation is the same while each comparison and swap is cheaper (~1.5x on
+  this repo's CPU). An ascending sort becomes a descending sort of the negated keys, which keeps torch on the same
+  comparison sort (an ascending integer sort may take a stable radix sort instead). :func:`key_sort_matches`
+  checks this once per process and device on a tie-heavy probe; if this torch build sorts integers differently, the
+  float32 magnitudes are sorted as mergekit does. Cheaper still, on CPU the sort is not run at all but replayed
+  only on the segments that contain the cut (:mod:`safemerge.merge.introsort`, O(n); ~2x faster than the key
+  sort, ~2.7x than mergekit's sort on a 4M-element bf16 delta), again checked once against the real sort.
 - ``"index"``: the lowest-index tied elements come first in sort order (a stable sort); always O(n).
 
 Randomness (DARE, DELLA) only comes from the ``torch.Generator`` passed in: ``torch.rand(shape, generator=g) < p``
@@ -18,6 +26,7 @@ same seed gives mergekit's masks (one draw per element, in memory order), indepe
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -26,6 +35,7 @@ import torch
 from torch import Tensor
 
 from safemerge.errors import ConfigError
+from safemerge.merge import introsort
 
 TieBreak = Literal["mergekit", "index"]
 RescaleMode = Literal["l1", "inverse_p"]
@@ -131,16 +141,51 @@ def _keys_window_mask(keys: Tensor, start: int, stop: int, descending: bool, tie
         if a <= 0 and b >= count:
             keep |= equal  # the whole tie group is inside the window
         elif tie_break == "mergekit" and value != 0:  # a split zero group gives the same merge either way
-            return _sorted_window(magnitudes(), start, stop, descending)
+            return _sorted_window(keys, start, stop, descending, magnitudes)
         else:
             keep[equal.nonzero().flatten()[a:b]] = True
     return keep
 
 
-def _sorted_window(w: Tensor, start: int, stop: int, descending: bool) -> Tensor:
-    """mergekit's own (unstable, full) sort and window: exact parity when a nonzero tie straddles the cut."""
-    order = torch.argsort(w, descending=True) if descending else torch.sort(w, descending=False).indices
-    keep = torch.zeros_like(w, dtype=torch.bool)
+def _float_sort(w: Tensor, descending: bool) -> Tensor:
+    """mergekit's sort call on its float magnitudes: ``argsort(w, descending=True)`` / ``sort(w).indices``."""
+    return torch.argsort(w, descending=True) if descending else torch.sort(w, descending=False).indices
+
+
+def _key_sort(keys: Tensor, descending: bool) -> Tensor:
+    """The same permutation as :func:`_float_sort` on the magnitudes, from non-negative int keys (see module doc)."""
+    k = keys.to(torch.int32)
+    return torch.argsort(k if descending else k.neg(), descending=True)
+
+
+@functools.cache
+def key_sort_matches(device: str) -> bool:
+    """Whether :func:`_key_sort` reproduces :func:`_float_sort` in this torch build on ``device`` (checked once).
+
+    The probe is large enough for torch's parallel/radix paths (> 32768 elements) and full of ties, as bf16 deltas
+    are; both directions are compared.
+    """
+    gen = torch.Generator().manual_seed(0)
+    delta = (torch.randn(1 << 17, generator=gen) * 0.01).bfloat16().to(device)
+    w, keys = _magnitudes(delta), magnitude_keys(delta)
+    return all(torch.equal(_float_sort(w, d), _key_sort(keys, d)) for d in (True, False))
+
+
+def _sorted_window(keys: Tensor, start: int, stop: int, descending: bool,
+                   magnitudes: Callable[[], Tensor]) -> Tensor:
+    """mergekit's own (unstable, full) sort and window: exact parity when a nonzero tie straddles the cut.
+
+    Replayed only where the cut is (:mod:`safemerge.merge.introsort`) when that reproduces this torch build's sort,
+    else a full sort of the keys (or, failing that check too, of mergekit's float magnitudes)."""
+    if introsort.replay_matches(keys.device.type):
+        keep = introsort.window_mask(keys, start, stop, descending)
+        if keep is not None:
+            return keep
+    if key_sort_matches(keys.device.type):
+        order = _key_sort(keys, descending)
+    else:
+        order = _float_sort(magnitudes(), descending)
+    keep = torch.zeros_like(keys, dtype=torch.bool)
     keep[order[start:stop]] = True
     return keep
 
@@ -155,7 +200,8 @@ def _window_mask(delta: Tensor, start: int, stop: int, descending: bool, tie_bre
     if tie_break == "mergekit" and delta.dtype.itemsize == 2 and 0 < stop - max(0, start) < n:
         # 16-bit magnitudes take ~2k distinct values: the cut splits a tie group on practically every tensor,
         # so a selection would only precede the sort that mergekit's exact kept set needs anyway
-        return _sorted_window(_magnitudes(delta), start, stop, descending).reshape(delta.shape)
+        mask = _sorted_window(magnitude_keys(delta), start, stop, descending, lambda: _magnitudes(delta))
+        return mask.reshape(delta.shape)
     mask = _keys_window_mask(magnitude_keys(delta), start, stop, descending, tie_break, lambda: _magnitudes(delta))
     return mask.reshape(delta.shape)
 

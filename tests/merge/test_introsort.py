@@ -1,0 +1,67 @@
+"""The introsort replay gives exactly the kept set of torch's real (unstable) sort, as mergekit calls it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from safemerge.merge import introsort, sparsify as sp
+
+pytestmark = pytest.mark.skipif(not introsort.replay_matches("cpu"),
+                                reason="this torch build's CPU sort is not libstdc++ introsort: the replay is off")
+
+
+def _reference(w: torch.Tensor, start: int, stop: int, descending: bool) -> torch.Tensor:
+    """mergekit's calls: ``argsort(|d|.float(), descending=True)`` / ``sort(|d|.float()).indices``, windowed."""
+    order = torch.argsort(w, descending=True) if descending else torch.sort(w, descending=False).indices
+    keep = torch.zeros(w.numel(), dtype=torch.bool)
+    keep[order[start:stop]] = True
+    return keep
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 40), st.integers(0, 2**31 - 1), st.booleans(), st.data())
+def test_replay_equals_torch_sort_on_tie_heavy_keys(n, levels, seed, descending, data):
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randint(0, levels, (n,), generator=gen).float()
+    start = data.draw(st.integers(0, n))
+    stop = data.draw(st.integers(start, n))
+    got = introsort.window_mask(w.view(torch.int32), start, stop, descending)
+    assert got is not None
+    assert torch.equal(got, _reference(w, start, stop, descending))
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_replay_equals_torch_sort_on_a_bf16_delta(descending):
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(300_000, generator=gen).bfloat16()
+    delta = (base.float() + 0.01 * torch.randn(300_000, generator=gen)).bfloat16() - base
+    keys = sp.magnitude_keys(delta)
+    w = delta.abs().float()
+    for start, stop in ((0, 150_000), (0, 29_999), (12_345, 250_000)):
+        got = introsort.window_mask(keys, start, stop, descending)
+        assert got is not None and torch.equal(got, _reference(w, start, stop, descending))
+
+
+def test_exhausted_depth_budget_means_full_sort():
+    keys = np.arange(1000, dtype=np.int32)[::-1].copy()
+    assert introsort.replay_order(keys, [500], depth_limit=0) is None
+    assert introsort.replay_order(keys, [500]) is not None
+    # a cut on a segment edge, or no cut at all, needs no partition
+    assert introsort.replay_order(keys, [], depth_limit=0) is not None
+
+
+def test_magnitude_mask_bf16_uses_the_replay_and_matches_mergekit():
+    from mergekit.sparsify import magnitude, magnitude_outliers
+
+    gen = torch.Generator().manual_seed(5)
+    base = torch.randn(256, 300, generator=gen).bfloat16()
+    delta = (base.float() + 0.02 * torch.randn(256, 300, generator=gen)).bfloat16() - base
+    for density in (0.1, 0.5, 0.9):
+        ours = torch.where(sp.magnitude_mask(delta, density), delta, 0)
+        assert torch.equal(ours, magnitude(delta, density))
+        ours = torch.where(sp.outlier_mask(delta, density, 0.05), delta, 0)
+        assert torch.equal(ours, magnitude_outliers(delta, density, gamma=0.05))

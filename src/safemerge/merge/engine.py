@@ -20,7 +20,7 @@ from safemerge.errors import InputError, SafemergeError
 from safemerge.merge.config import MergeConfig, load_config
 from safemerge.merge.io import DictSource
 from safemerge.merge.plan import DTYPES, MergePlan, TensorTask, build_plan
-from safemerge.utils.malloc import return_freed_memory
+from safemerge.utils.malloc import return_freed_memory, reuse_freed_memory
 
 Aligner = Callable[[TensorTask, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -238,7 +238,8 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
 
     Streaming: one tensor per worker at a time, positioned reads (no memory map), shards of at most
     ``max_shard_size`` bytes, at most ``max_memory`` estimated bytes in flight (peak RSS <= the interpreter's
-    baseline + ``max_memory``; freed buffers go back to the OS, see :func:`return_freed_memory`). Everything checkable from headers is validated before any
+    baseline + ``max_memory``: freed buffers go back to the OS, see :func:`return_freed_memory`; without a budget
+    they are reused, see :func:`reuse_freed_memory`). Everything checkable from headers is validated before any
     tensor is read; a failure leaves no output directory (atomic rename at the end). ``fast_ties``: magnitude
     pruning keeps the lowest-index entries among equal ``|delta|`` at the cut (``tie_break: index``, O(n)) unless
     the recipe sets ``tie_break``; the default keeps exactly mergekit's entries.
@@ -259,7 +260,7 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
         raise SafemergeError(f"--threads must be >= 1, got {threads}")
     if out_dir.exists() and not overwrite:
         raise InputError(f"{out_dir}: output directory already exists; pass --overwrite or choose another path")
-    return_freed_memory()
+    return_freed_memory() if mem_bytes is not None else reuse_freed_memory()
     given = load_config(config)
     cfg, plan = open_plan(with_fast_ties(given) if fast_ties else given)
     recipe = config_text(config)

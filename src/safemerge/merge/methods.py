@@ -265,17 +265,17 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     w = w.view(-1, *([1] * base.dim()))
     deltas.mul_(w)
     if consensus:
-        disagree = sp.sign_disagreement(deltas)
-        mixed = sp.sum0(deltas.masked_fill_(disagree, 0))
-        divisor = sp.sum0(torch.where(disagree, 0, w))  # the sum of the agreeing weights, as w * agree
-        divisor[divisor == 0] = 1
+        agree = sp.sign_disagreement(deltas).logical_not_()
+        mixed = sp.sum0(deltas.mul_(agree))  # mergekit's weighted_deltas * mask
+        if normalize:
+            divisor = sp.sum0(w * agree)  # the sum of the agreeing weights
+            mixed /= divisor.masked_fill_(divisor == 0, 1)
     else:
         mixed = sp.sum0(deltas)
-        divisor = w.sum(dim=0)
-        divisor[divisor.abs() < 1e-8] = 1
+        if normalize:
+            divisor = w.sum(dim=0)
+            mixed /= divisor.masked_fill_(divisor.abs() < 1e-8, 1)
     del deltas
-    if normalize:
-        mixed /= divisor
     if lambda_ != 1:
         mixed *= lambda_
     return mixed.add_(base)
@@ -287,7 +287,7 @@ def _magnitude_pruner(density: Sequence[float], rescale: bool, tie_break: sp.Tie
             return delta
         keep = sp.magnitude_mask(delta, density[i], tie_break)
         before = delta.abs().sum() if rescale else None
-        delta.masked_fill_(keep.logical_not_(), 0)
+        delta.mul_(keep)  # mergekit's tensor * mask
         return delta if before is None else sp.l1_rescale_(delta, before)
     return prune
 
@@ -299,7 +299,7 @@ def _outlier_pruner(density: Sequence[float], gamma: Sequence[float], rescale: b
             return delta
         keep = sp.outlier_mask(delta, density[i], gamma[i], tie_break)
         before = delta.abs().sum() if rescale else None
-        delta.masked_fill_(keep.logical_not_(), 0)
+        delta.mul_(keep)  # mergekit's tensor * mask
         return delta if before is None else sp.l1_rescale_(delta, before)
     return prune
 

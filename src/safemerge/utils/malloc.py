@@ -1,15 +1,16 @@
 """glibc malloc policies for the two kinds of heavy work (no-op where the C library is not glibc).
 
-The process has one allocator, so each phase sets the policy it needs when it starts: merging gives freed tensor
-buffers back to the OS at once (RSS follows the bytes in flight, so ``--max-memory`` holds); training keeps them
-for reuse (a step frees and reallocates the same buffers every time).
+The process has one allocator, so each phase sets the policy it needs when it starts: a merge under ``--max-memory``
+gives freed tensor buffers back to the OS at once (RSS follows the bytes in flight, so the budget holds); a merge
+without a budget and training keep them for reuse (a merge allocates the same tensor shapes layer after layer, a
+training step the same buffers every step), which saves the page faults of fresh mappings.
 """
 
 from __future__ import annotations
 
 import ctypes
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8
 KIB, MIB = 1024, 1024 * 1024
 
 
@@ -32,6 +33,18 @@ def return_freed_memory() -> None:
     glibc's default (training raises it).
     """
     _mallopt((M_MMAP_THRESHOLD, 128 * KIB), (M_TRIM_THRESHOLD, 128 * KIB))
+
+
+def reuse_freed_memory() -> None:
+    """Let glibc reuse freed tensor buffers of up to 32 MiB from one heap (the merge engine's policy without a budget).
+
+    With :func:`return_freed_memory` every tensor buffer is a fresh mapping whose pages fault in on first touch:
+    measured on a 3 x 248M-param bf16 TIES merge (2 threads), 10.4 of 35.0 CPU seconds were system time
+    (20.4 s wall); with this policy 1.9 of 25.8 (15.2 s wall), peak RSS 448 MiB instead of 367 MiB (mergekit 0.1.5:
+    1615 MiB). One arena (instead of one per thread) keeps freed blocks where every worker can reuse them; the heap
+    top is trimmed above 64 MiB.
+    """
+    _mallopt((M_MMAP_THRESHOLD, 32 * MIB), (M_TRIM_THRESHOLD, 64 * MIB), (M_ARENA_MAX, 1))
 
 
 def keep_freed_memory() -> None:

@@ -104,3 +104,35 @@ def test_all_finite():
         x[517] = bad
         assert not all_finite(x) and not all_finite(x.bfloat16())
     assert all_finite(torch.full((100,), 3e38))  # the sum overflows, the values are finite
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 500), st.integers(0, 3),
+       st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.float64]), st.integers(0, 10**6))
+def test_sign_agreement_bits_equal_mergekits_mask(m, n, levels, dtype, seed):
+    """The integer sign-bit election equals mergekit's get_mask (sum method), incl. zeros, -0.0 and zero sums."""
+    from mergekit.merge_methods.generalized_task_arithmetic import get_mask
+
+    deltas = torch.stack([_quantised(n, levels, dtype, seed + i) for i in range(m)])
+    deltas[deltas == 0] = torch.where(torch.rand(int((deltas == 0).sum())) < 0.5, -0.0, 0.0).to(dtype)
+    assert torch.equal(sp.sign_agreement(deltas), get_mask(deltas, "sum"))
+
+
+def test_merging_restores_the_garbage_collector_state():
+    import gc
+
+    sds = {"a": {"w": torch.ones(4)}, "b": {"w": torch.zeros(4)}}
+    cfg = {"merge_method": "linear", "models": [{"model": "a", "parameters": {"weight": 1.0}},
+                                                 {"model": "b", "parameters": {"weight": 1.0}}]}
+    assert gc.isenabled()
+    merge_state_dicts(cfg, sds)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        merge_state_dicts(cfg, sds)
+        assert not gc.isenabled()
+        with pytest.raises(Exception):
+            merge_state_dicts({**cfg, "merge_method": "ties", "base_model": "a"}, {"a": sds["a"]})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -265,7 +265,7 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     w = w.view(-1, *([1] * base.dim()))
     deltas.mul_(w)
     if consensus:
-        agree = sp.sign_disagreement(deltas).logical_not_()
+        agree = sp.sign_agreement(deltas)
         mixed = sp.sum0(deltas.mul_(agree))  # mergekit's weighted_deltas * mask
         if normalize:
             divisor = sp.sum0(w * agree)  # the sum of the agreeing weights

@@ -305,17 +305,21 @@ def della_probs(delta: Tensor, density: float, epsilon: float) -> Tensor:
 
     ``p_i = density - epsilon + 2 * epsilon * (rank_i - min rank) / (max rank - min rank)``, clamped normalised
     rank, ranks ``1..n`` of ascending ``|delta|`` in the row (computed in the work dtype, as mergekit does).
+
+    Every row's ranks are a permutation of ``1..n``, so ``min rank = 1`` and ``max rank = n`` (both in the work
+    dtype) and each element's probability is a function of its sorted position alone: the ``n`` probabilities are
+    computed once, with mergekit's operations in mergekit's order and dtype, and scattered to the elements.
     """
     work = dare_work_dtype(delta)
     x = delta.unsqueeze(0) if delta.dim() < 2 else delta
     order = row_argsort_magnitudes(x)
-    positions = torch.arange(x.shape[1], device=x.device, dtype=torch.int64)
-    positions = positions.view(1, -1, *([1] * (x.dim() - 2))).expand_as(order)
-    ranks = torch.empty_like(order).scatter_(1, order, positions).to(work) + 1  # inverse permutation
-    lo = ranks.min(dim=1, keepdim=True).values
-    hi = ranks.max(dim=1, keepdim=True).values
+    n = x.shape[1]
+    ranks = torch.arange(n, device=x.device).to(work) + 1
+    lo, hi = ranks[:1], ranks[-1:]  # the min and max of every row's ranks
     norm = ((ranks - lo) / (hi - lo)).clamp(0, 1)
-    return (density - epsilon) + norm * 2 * epsilon
+    by_position = (density - epsilon) + norm * 2 * epsilon
+    by_position = by_position.view(1, -1, *([1] * (x.dim() - 2))).expand(order.shape)
+    return torch.empty(order.shape, dtype=work, device=x.device).scatter_(1, order, by_position)
 
 
 def della(delta: Tensor, density: float, epsilon: float, generator: torch.Generator | None, *,
@@ -340,18 +344,20 @@ def della(delta: Tensor, density: float, epsilon: float, generator: torch.Genera
     return _apply_keep(x, keep, rescale, rescale_mode, inv_p).to(delta.dtype).reshape(delta.shape)
 
 
+_SIGNED_BITS = {2: (torch.int16, 15), 4: (torch.int32, 31), 8: (torch.int64, 63)}
+
+
 def sign_agreement(deltas: Tensor) -> Tensor:
     """TIES sign election over stacked ``deltas`` [m, ...]: the elected sign is that of ``sum_i deltas_i``
-    (``+`` when the sum is 0); returns the bool mask of entries whose sign equals it (zeros never agree)."""
-    positive = deltas.sum(dim=0) >= 0
-    return torch.where(positive, deltas > 0, deltas < 0)
+    (``+`` when the sum is 0 or -0); returns the bool mask of entries whose sign equals it (zeros never agree).
 
-
-def sign_disagreement(deltas: Tensor) -> Tensor:
-    """Complement of :func:`sign_agreement` (zeros always disagree): ``deltas * elected_sign <= 0`` (exact: a
-    product with +-1 only flips signs), much cheaper than a broadcast ``where`` over two comparisons."""
-    elected = torch.where(sum0(deltas) >= 0, 1.0, -1.0).to(deltas.dtype)
-    return torch.le(deltas * elected, 0)
+    On the IEEE bit patterns (no NaNs): flipping the sign bit of every entry where the elected sign is ``-`` leaves
+    exactly the agreeing entries as positive nonzero numbers, i.e. positive integers. Two integer passes per entry,
+    about 2x faster than float compares and a ``where`` (bf16 and fp32 on CPU).
+    """
+    kind, bits = _SIGNED_BITS[deltas.dtype.itemsize]
+    flip = torch.lt(sum0(deltas), 0).to(kind).bitwise_left_shift_(bits)
+    return torch.gt(deltas.view(kind) ^ flip, 0)
 
 
 def sum0(x: Tensor) -> Tensor:

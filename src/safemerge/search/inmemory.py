@@ -269,7 +269,7 @@ def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: l
 
 def sign_agreement(deltas: Any) -> Any:
     """``1.0`` where an entry agrees with the elected sign of ``sum_i deltas_i`` (nonzero, same sign), else ``0.0``:
-    the complement of :func:`safemerge.merge.sparsify.sign_disagreement` as a float mask, in three elementwise
+    :func:`safemerge.merge.sparsify.sign_agreement` as a float mask, in three elementwise
     passes (the boolean ``where`` and mask-and-fill ops are the slowest of a TIES merge on CPU)."""
     import torch
 

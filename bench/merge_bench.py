@@ -5,7 +5,9 @@ Builds three random Llama checkpoints sharing a base (default ~0.25B parameters,
 the SAME config, each in a fresh subprocess (peak RSS per run via ``os.wait4``), alternating which tool goes first,
 ``--repeats`` times. Reports medians of wall time, the speed ratio, peak RSS of each tool and whether the outputs
 are bit-identical (else how many elements differ and the max |diff|). For the methods in ``--fast-ties`` safemerge
-also runs with ``--fast-ties`` (reported in a separate table against the same mergekit runs). A last run of
+also runs with ``--fast-ties``, and for the methods in ``--exact-ties`` (DELLA, whose default ranks equal magnitudes
+by index) with ``tie_break: mergekit`` set in the recipe (each reported in a separate table against the same mergekit
+runs). A last run of
 safemerge with ``--max-memory`` shows its peak RSS against that budget.
 
     python bench/merge_bench.py                       # full default bench (several minutes on 2 cores)
@@ -228,14 +230,20 @@ class MethodResult:
 
 
 def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int, threads: int,
-                 seed: int, fast_ties: bool = False) -> list[MethodResult]:
-    """The exact row of ``method`` (both tools), plus with ``fast_ties`` a ``method --fast-ties`` row: safemerge
-    with ``--fast-ties`` against the same mergekit runs and output."""
+                 seed: int, fast_ties: bool = False, exact_ties: bool = False) -> list[MethodResult]:
+    """The default row of ``method`` (both tools), plus with ``fast_ties`` a ``method --fast-ties`` row (safemerge
+    with ``--fast-ties``) and with ``exact_ties`` a ``method tie_break=mergekit`` row (the recipe with
+    ``parameters.tie_break: mergekit``), each against the same mergekit runs and output."""
     cfg = work / "configs" / f"{method}.yaml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(yaml.safe_dump(method_config(method, models), sort_keys=False))
+    recipe = method_config(method, models)
+    cfg.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    exact_cfg = work / "configs" / f"{method}-tie_break-mergekit.yaml"
+    if exact_ties:
+        exact_cfg.write_text(yaml.safe_dump({**recipe, "parameters": {**recipe.get("parameters", {}),
+                                                                      "tie_break": "mergekit"}}, sort_keys=False))
     runs: list[Run] = []
-    tools = ("safemerge", "mergekit", "fast") if fast_ties else ("safemerge", "mergekit")
+    tools = ("safemerge", "mergekit") + (("fast",) if fast_ties else ()) + (("exact",) if exact_ties else ())
     outs = {t: work / "out" / t / method for t in tools}
     for rep in range(repeats):
         order = tools if rep % 2 == 0 else tools[::-1]
@@ -244,7 +252,8 @@ def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int,
             outs[tool].parent.mkdir(parents=True, exist_ok=True)
             log = work / "logs" / f"{method}-{tool}-{rep}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            cmd = tool_command("safemerge" if tool == "fast" else tool, cfg, outs[tool], threads, seed,
+            cmd = tool_command("mergekit" if tool == "mergekit" else "safemerge",
+                               exact_cfg if tool == "exact" else cfg, outs[tool], threads, seed,
                                fast_ties=tool == "fast")
             wall, cpu, rss, rc = run_measured(cmd, log)
             runs.append(Run(tool, method, wall, cpu, rss, rc))
@@ -267,7 +276,7 @@ def bench_method(method: str, models: dict[str, Path], work: Path, repeats: int,
         else:
             comparison = {"identical": False, "max_abs_diff": None, "note": "a tool failed"}
         comparison["random_method"] = method in RANDOM
-        name = method if tool == "safemerge" else f"{method} --fast-ties"
+        name = {"safemerge": method, "fast": f"{method} --fast-ties", "exact": f"{method} tie_break=mergekit"}[tool]
         results.append(MethodResult(name, med[tool], med["mergekit"], med["mergekit"] / med[tool],
                                     TARGET_SPARSE if method in SPARSE else TARGET_DENSE, rss[tool], rss["mergekit"],
                                     cpu[tool], cpu["mergekit"], comparison,
@@ -321,10 +330,12 @@ def markdown(results: list[MethodResult], budget: dict[str, Any] | None, meta: d
     ]
     head = ["| method | safemerge s | mergekit s | speed-up | target | CPU s (sm / mk) | safemerge RSS MiB "
             "| mergekit RSS MiB | output vs mergekit |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    exact = [r for r in results if not r.method.endswith("--fast-ties")]
+    default = [r for r in results if " " not in r.method]
     fast = [r for r in results if r.method.endswith("--fast-ties")]
-    for title, rows in (("Default (exact mergekit semantics)", exact),
-                        ("safemerge --fast-ties (tie_break: index; same mergekit runs)", fast)):
+    exact = [r for r in results if r.method.endswith("tie_break=mergekit")]
+    for title, rows in (("Default (ties/breadcrumbs: mergekit's exact tie order; della: ties ranked by index)", default),
+                        ("safemerge --fast-ties (tie_break: index; same mergekit runs)", fast),
+                        ("tie_break: mergekit in the recipe (mergekit's tie ranks; same mergekit runs)", exact)):
         if rows:
             lines += ["", f"### {title}", "", *head]
         for r in rows:
@@ -384,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-method", default="ties", help="method used for the --max-memory run")
     ap.add_argument("--fast-ties", default="ties,breadcrumbs",
                     help="methods that also get a safemerge --fast-ties row (comma-separated, 'none' to skip)")
+    ap.add_argument("--exact-ties", default="della",
+                    help="methods that also get a row with 'tie_break: mergekit' in the recipe (for methods whose "
+                         "default ranks ties by index; comma-separated, 'none' to skip)")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "_work", help="cache and scratch directory")
     ap.add_argument("--out", type=Path, default=None, help="write results.json and results.md into this folder")
     args = ap.parse_args(argv)
@@ -395,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{models['base'].parent}", flush=True)
 
     fast = set() if args.fast_ties.lower() == "none" else {m.strip() for m in args.fast_ties.split(",")}
-    results = [r for m in methods
-               for r in bench_method(m, models, args.work, args.repeats, args.threads, args.seed, m in fast)]
+    exact = set() if args.exact_ties.lower() == "none" else {m.strip() for m in args.exact_ties.split(",")}
+    results = [r for m in methods for r in bench_method(m, models, args.work, args.repeats, args.threads,
+                                                        args.seed, m in fast, m in exact)]
     budget = None
     if args.max_memory.lower() != "none":
         limit = args.max_memory

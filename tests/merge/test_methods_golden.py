@@ -270,7 +270,8 @@ def test_parity_with_mergekit(case, quantize, dtype):
     spec = METHODS[name]
     b = None if spec.base_policy == "ignored" else base
     per_model = [{k: v[i] for k, v in per.items()} for i in range(n)]
-    ours = spec.apply(b, xs, per_model, glob, torch.Generator().manual_seed(7))
+    ours_glob = {**glob, "tie_break": "mergekit"} if name.startswith("della") else glob  # mergekit's tie ranks
+    ours = spec.apply(b, xs, per_model, ours_glob, torch.Generator().manual_seed(7))
     theirs = _mergekit(name, b, xs, per, glob, seed=7)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     assert torch.equal(ours, theirs), (ours.float() - theirs.float()).abs().max()
@@ -287,10 +288,12 @@ def test_parity_with_mergekit_large(name):
         base, xs = _inputs((700, 600), torch.float32, n, quantize)
         spec = METHODS[name]
         b = None if spec.base_policy == "ignored" else base
+        ours_glob = glob
         if name == "della":
             per = {**per, "epsilon": [0.1, 0.1]}
+            ours_glob = {**glob, "tie_break": "mergekit"}  # mergekit's tie ranks (quantized inputs tie)
         per_model = [{k: v[i] for k, v in per.items()} for i in range(n)]
-        ours = spec.apply(b, xs, per_model, glob, torch.Generator().manual_seed(3))
+        ours = spec.apply(b, xs, per_model, ours_glob, torch.Generator().manual_seed(3))
         theirs = _mergekit(name, b, xs, per, glob, seed=3)
         assert torch.equal(ours, theirs), (name, quantize)
 

@@ -392,14 +392,16 @@ def test_random_methods_same_seed_bit_identical_per_tensor(method: str, dtype: s
     from safemerge.merge.methods import METHODS
 
     per_model = [{"weight": 0.6, "density": 0.5}, {"weight": 0.4, "density": 0.3}]
+    shared = {}
     if method.startswith("della"):
         for p in per_model:
             p["epsilon"] = 0.1
+        shared["tie_break"] = "mergekit"  # DELLA ranks ties by index unless asked for mergekit's sort order
     for shape in ((48, 64), (64,)):
         base, tensors = _experts(shape, getattr(torch, dtype))
         torch.manual_seed(5)
         ref = _mergekit_group(method, base, tensors, per_model)
-        ours = METHODS[method].apply(base, tensors, per_model, {}, torch.Generator().manual_seed(5))
+        ours = METHODS[method].apply(base, tensors, per_model, shared, torch.Generator().manual_seed(5))
         assert ours.dtype == ref.dtype and torch.equal(ours, ref), (method, dtype, shape)
 
 

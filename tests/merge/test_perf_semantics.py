@@ -136,3 +136,39 @@ def test_merging_restores_the_garbage_collector_state():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("method,key,bad", [("ties", "tie_break", "foo"), ("della", "tie_break", "stable"),
+                                            ("dare_ties", "rescale_mode", "l2")])
+def test_string_options_are_validated_before_merging(method, key, bad):
+    from safemerge.errors import ConfigError
+
+    sds = {"a": {"w": torch.randn(64)}, "b": {"w": torch.randn(64)}}
+    cfg = {"merge_method": method, "base_model": "a", "parameters": {key: bad},
+           "models": [{"model": "b", "parameters": {"weight": 1.0, "density": 0.5}}]}
+    with pytest.raises(ConfigError, match=f"{key} must be one of"):
+        merge_state_dicts(cfg, sds)
+
+
+def _della_reference(x: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
+    """mergekit's della_magprune probabilities with ranks from a STABLE sort (ties in index order)."""
+    order = torch.sort(x.abs(), dim=1, stable=True).indices
+    ranks = order.argsort(dim=1).to(x.dtype) + 1
+    lo, hi = ranks.min(dim=1, keepdim=True).values, ranks.max(dim=1, keepdim=True).values
+    return (density - epsilon) + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * epsilon
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 600), st.integers(0, 6), st.sampled_from([torch.bfloat16, torch.float32]),
+       st.integers(0, 10**6))
+def test_della_index_tie_break_ranks_ties_in_index_order(rows, cols, levels, dtype, seed):
+    x = _quantised(rows * cols, levels, dtype, seed).reshape(rows, cols)
+    assert torch.equal(sp.della_probs(x, 0.5, 0.1, "index"), _della_reference(x, 0.5, 0.1))
+
+
+def test_della_index_tie_break_equals_mergekit_without_ties_and_fast_ties_sets_it():
+    x = torch.randn(64, 300, generator=torch.Generator().manual_seed(0))  # fp32: no equal magnitudes
+    assert torch.equal(sp.della_probs(x, 0.4, 0.1, "index"), sp.della_probs(x, 0.4, 0.1, "mergekit"))
+    cfg = load_config({"merge_method": "della", "base_model": "a", "models": [
+        {"model": "b", "parameters": {"weight": 1.0, "density": 0.5, "epsilon": 0.1}}]})
+    assert with_fast_ties(cfg).parameters == {"tie_break": "index"}

@@ -360,25 +360,28 @@ def breadcrumbs_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequenc
 
 
 def _della_pruner(density: Sequence[float], epsilon: Sequence[float], rescale: bool,
-                  rescale_mode: sp.RescaleMode, generator: torch.Generator | None) -> Pruner:
-    return lambda i, d: sp.della(d, density[i], epsilon[i], generator, rescale=rescale, rescale_mode=rescale_mode)
+                  rescale_mode: sp.RescaleMode, generator: torch.Generator | None, tie_break: sp.TieBreak) -> Pruner:
+    return lambda i, d: sp.della(d, density[i], epsilon[i], generator, rescale=rescale, rescale_mode=rescale_mode,
+                                 tie_break=tie_break)
 
 
 def della(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
           epsilon: Sequence[float], normalize: bool = True, lambda_: float = 1.0, rescale: bool = True,
-          rescale_mode: sp.RescaleMode = "l1", generator: torch.Generator | None = None, **_: Any) -> Tensor:
+          rescale_mode: sp.RescaleMode = "l1", generator: torch.Generator | None = None,
+          tie_break: sp.TieBreak = "index", **_: Any) -> Tensor:
     """DELLA: per row, keep entry j with probability ``density - eps + 2 eps (rank_j - 1)/(n - 1)`` (rank of
-    ``|delta|``), rescale, then TIES sign election and agreeing sum (normalised by default)."""
-    prune = _della_pruner(density, epsilon, rescale, rescale_mode, generator)
+    ``|delta|``; equal magnitudes ranked by index, or as mergekit's sort does with ``tie_break: mergekit``),
+    rescale, then TIES sign election and agreeing sum (normalised by default)."""
+    prune = _della_pruner(density, epsilon, rescale, rescale_mode, generator, tie_break)
     return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_)
 
 
 def della_linear(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
                  epsilon: Sequence[float], normalize: bool = False, lambda_: float = 1.0, rescale: bool = True,
                  rescale_mode: sp.RescaleMode = "l1", generator: torch.Generator | None = None,
-                 **_: Any) -> Tensor:
+                 tie_break: sp.TieBreak = "index", **_: Any) -> Tensor:
     """DELLA pruning followed by a plain weighted sum of the deltas."""
-    prune = _della_pruner(density, epsilon, rescale, rescale_mode, generator)
+    prune = _della_pruner(density, epsilon, rescale, rescale_mode, generator, tie_break)
     return _task_vectors(base, tensors, weight, prune, False, normalize, lambda_)
 
 
@@ -455,6 +458,7 @@ class ParamSpec:
     default: float | int | bool | str | None
     required: bool = False
     extension: bool = False  # a safemerge option mergekit 0.1.5 does not know
+    choices: tuple[str, ...] | None = None  # the allowed values of a string option
 
 
 @dataclass(frozen=True)
@@ -534,13 +538,16 @@ class MethodSpec:
 
 
 def _p(name: str, default: Any = None, *, per_model: bool = False, required: bool = False,
-       extension: bool = False) -> ParamSpec:
-    return ParamSpec(name, per_model, default, required, extension)
+       extension: bool = False, choices: tuple[str, ...] | None = None) -> ParamSpec:
+    return ParamSpec(name, per_model, default, required, extension, choices)
 
 
 _WEIGHT = _p("weight", per_model=True, required=True)
-_TIE = _p("tie_break", "mergekit", extension=True)
-_RESCALE_MODE = _p("rescale_mode", "l1", extension=True)
+_TIE = _p("tie_break", "mergekit", extension=True, choices=("mergekit", "index"))
+# DELLA's output cannot equal mergekit's file anyway (its random stream is seeded per tensor, see the engine), so
+# its default ranks equal magnitudes by index (O(n) radix sort); "mergekit" gives mergekit's exact per-tensor masks
+_TIE_DELLA = _p("tie_break", "index", extension=True, choices=("mergekit", "index"))
+_RESCALE_MODE = _p("rescale_mode", "l1", extension=True, choices=("l1", "inverse_p"))
 
 
 def _gta(normalize: bool, rescale: bool, *extra: ParamSpec) -> tuple[ParamSpec, ...]:
@@ -570,8 +577,9 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     _spec("dare_ties", dare_ties, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
     _spec("breadcrumbs", breadcrumbs, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
     _spec("breadcrumbs_ties", breadcrumbs_ties, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
-    _spec("della", della, "required", 0, None, _gta(True, True, _EPSILON, _RESCALE_MODE), random=True),
-    _spec("della_linear", della_linear, "required", 0, None, _gta(False, True, _EPSILON, _RESCALE_MODE),
+    _spec("della", della, "required", 0, None, _gta(True, True, _EPSILON, _RESCALE_MODE, _TIE_DELLA),
+          random=True),
+    _spec("della_linear", della_linear, "required", 0, None, _gta(False, True, _EPSILON, _RESCALE_MODE, _TIE_DELLA),
           random=True),
     _spec("sce", sce, "required", 0, None, (_p("int8_mask", False), _p("select_topk", 1.0))),
     _spec("model_stock", model_stock, "required", 2, None, (_p("filter_wise", False),)),

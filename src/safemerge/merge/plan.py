@@ -197,7 +197,7 @@ def _resolve(method: Any, cfg: MergeConfig, sl: _Slice, out_name: str, in_names:
         if not found and p.required:
             raise ConfigError(f"parameters: missing required parameter {p.name!r} (tensor {out_name}); "
                               f"add '{p.name}: <value>' under parameters")
-        global_params[p.name] = value if found else p.default
+        global_params[p.name] = _checked(p, value, "parameters") if found else p.default
     src_params = {m: params for m, _, _, params in sl.sources}
     for model in models:
         scopes = [src_params.get(model), sl.parameters, cfg.parameters]
@@ -209,9 +209,16 @@ def _resolve(method: Any, cfg: MergeConfig, sl: _Slice, out_name: str, in_names:
             if not found and p.required:
                 raise ConfigError(f"model {model}: missing required parameter {p.name!r} (tensor {in_names[model]}); "
                                   f"add '{p.name}: <value>' under that model's parameters or the global parameters")
-            values[p.name] = value if found else p.default
+            values[p.name] = _checked(p, value, f"model {model}: parameters") if found else p.default
         per_model.append(values)
     return tuple(per_model), global_params
+
+
+def _checked(p: Any, value: Any, where: str) -> Any:
+    if p.choices is not None and value not in p.choices:
+        raise ConfigError(f"{where}: {p.name} must be one of {', '.join(map(repr, p.choices))}, got {value!r}; "
+                          "fix that value")
+    return value
 
 
 def _tied(src: TensorSource) -> bool:

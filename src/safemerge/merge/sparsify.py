@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -300,7 +301,21 @@ def row_argsort_magnitudes(x: Tensor) -> Tensor:
     return torch.argsort(x.abs(), dim=1)
 
 
-def della_probs(delta: Tensor, density: float, epsilon: float) -> Tensor:
+def stable_row_argsort_magnitudes(x: Tensor) -> Tensor:
+    """``argsort(x.abs(), dim=1)`` with equal magnitudes in index order (a stable sort): numpy's radix sort on the
+    15-bit keys of 16-bit floats (~4x faster than torch's unstable sort of the same keys), torch's stable sort
+    otherwise."""
+    keys = _row_keys(x)
+    if keys is None:
+        return torch.sort(x.abs(), dim=1, stable=True).indices
+    if keys.dtype == torch.int16 and x.device.type == "cpu":
+        flat = keys.reshape(keys.shape[0], keys.shape[1], -1).transpose(1, 2).numpy()  # sort axis last
+        order = np.argsort(flat, axis=-1, kind="stable")
+        return torch.from_numpy(order).transpose(1, 2).reshape(keys.shape).contiguous()
+    return torch.sort(keys, dim=1, stable=True).indices
+
+
+def della_probs(delta: Tensor, density: float, epsilon: float, tie_break: TieBreak = "mergekit") -> Tensor:
     """DELLA MagPrune keep probabilities, per row (dim 1; 1-D tensors are one row).
 
     ``p_i = density - epsilon + 2 * epsilon * (rank_i - min rank) / (max rank - min rank)``, clamped normalised
@@ -309,10 +324,12 @@ def della_probs(delta: Tensor, density: float, epsilon: float) -> Tensor:
     Every row's ranks are a permutation of ``1..n``, so ``min rank = 1`` and ``max rank = n`` (both in the work
     dtype) and each element's probability is a function of its sorted position alone: the ``n`` probabilities are
     computed once, with mergekit's operations in mergekit's order and dtype, and scattered to the elements.
+    ``tie_break``: equal magnitudes take the ranks mergekit's (unstable) sort gives them (``"mergekit"``) or
+    consecutive ranks in index order (``"index"``, a stable sort: O(n) radix sort for 16-bit inputs).
     """
     work = dare_work_dtype(delta)
     x = delta.unsqueeze(0) if delta.dim() < 2 else delta
-    order = row_argsort_magnitudes(x)
+    order = row_argsort_magnitudes(x) if tie_break == "mergekit" else stable_row_argsort_magnitudes(x)
     n = x.shape[1]
     ranks = torch.arange(n, device=x.device).to(work) + 1
     lo, hi = ranks[:1], ranks[-1:]  # the min and max of every row's ranks
@@ -323,7 +340,7 @@ def della_probs(delta: Tensor, density: float, epsilon: float) -> Tensor:
 
 
 def della(delta: Tensor, density: float, epsilon: float, generator: torch.Generator | None, *,
-          rescale: bool = True, rescale_mode: RescaleMode = "l1") -> Tensor:
+          rescale: bool = True, rescale_mode: RescaleMode = "l1", tie_break: TieBreak = "mergekit") -> Tensor:
     """DELLA: magnitude-ranked random drop (larger |delta| kept more often), then rescale.
 
     ``rescale_mode="l1"`` (mergekit) matches the L1 norm; ``"inverse_p"`` (paper) divides each survivor by its
@@ -337,7 +354,7 @@ def della(delta: Tensor, density: float, epsilon: float, generator: torch.Genera
         raise ConfigError(f"della: parameters density={density}, epsilon={epsilon}: choose epsilon so that "
                           "density - epsilon > 0 and density + epsilon < 1")
     work = dare_work_dtype(delta)
-    probs = della_probs(delta, density, epsilon)
+    probs = della_probs(delta, density, epsilon, tie_break)
     keep = random_keep(probs.shape, probs.float(), generator)
     x = (delta.unsqueeze(0) if delta.dim() < 2 else delta).to(work)
     inv_p = probs.reciprocal() if rescale_mode == "inverse_p" else 1.0

@@ -172,3 +172,17 @@ def test_della_index_tie_break_equals_mergekit_without_ties_and_fast_ties_sets_i
     cfg = load_config({"merge_method": "della", "base_model": "a", "models": [
         {"model": "b", "parameters": {"weight": 1.0, "density": 0.5, "epsilon": 0.1}}]})
     assert with_fast_ties(cfg).parameters == {"tie_break": "index"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 300), st.integers(0, 4), st.sampled_from([torch.float32, torch.bfloat16, torch.float16,
+                                                                  torch.float64]), st.integers(0, 10**6))
+def test_mask_is_multiplication_by_the_mask_bit_for_bit(n, levels, dtype, seed):
+    """sp.mask_ (integer AND) == mergekit's tensor * mask, signed zeros included, in place."""
+    x = _quantised(n, levels, dtype, seed)
+    x[::3] = -x[::3]
+    keep = torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
+    expected = x * keep.to(dtype)
+    out = sp.mask_(x, keep)
+    assert out.data_ptr() == x.data_ptr()
+    assert torch.equal(out, expected) and torch.equal(torch.signbit(out), torch.signbit(expected))

@@ -266,7 +266,7 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     deltas.mul_(w)
     if consensus:
         agree = sp.sign_agreement(deltas)
-        mixed = sp.sum0(deltas.mul_(agree))  # mergekit's weighted_deltas * mask
+        mixed = sp.sum0(sp.mask_(deltas, agree))  # mergekit's weighted_deltas * mask
         if normalize:
             divisor = sp.sum0(w * agree)  # the sum of the agreeing weights
             mixed /= divisor.masked_fill_(divisor == 0, 1)
@@ -287,7 +287,7 @@ def _magnitude_pruner(density: Sequence[float], rescale: bool, tie_break: sp.Tie
             return delta
         keep = sp.magnitude_mask(delta, density[i], tie_break)
         before = delta.abs().sum() if rescale else None
-        delta.mul_(keep)  # mergekit's tensor * mask
+        sp.mask_(delta, keep)  # mergekit's tensor * mask
         return delta if before is None else sp.l1_rescale_(delta, before)
     return prune
 
@@ -299,7 +299,7 @@ def _outlier_pruner(density: Sequence[float], gamma: Sequence[float], rescale: b
             return delta
         keep = sp.outlier_mask(delta, density[i], gamma[i], tie_break)
         before = delta.abs().sum() if rescale else None
-        delta.mul_(keep)  # mergekit's tensor * mask
+        sp.mask_(delta, keep)  # mergekit's tensor * mask
         return delta if before is None else sp.l1_rescale_(delta, before)
     return prune
 

@@ -33,6 +33,11 @@ from torch import Tensor
 _THRESHOLD = 16  # libstdc++ _S_threshold
 
 
+def mergekit_sort(w: Tensor, descending: bool) -> Tensor:
+    """mergekit's sort call on its float magnitudes: ``argsort(w, descending=True)`` / ``sort(w).indices``."""
+    return torch.argsort(w, descending=True) if descending else torch.sort(w, descending=False).indices
+
+
 def _median_to_first(v: np.ndarray, idx: np.ndarray, lo: int, a: int, b: int, c: int) -> None:
     """libstdc++ ``__move_median_to_first(lo, a, b, c)`` with ``comp(x, y) = v[x] > v[y]``."""
     va, vb, vc = v[a], v[b], v[c]
@@ -127,7 +132,7 @@ def replay_matches(device: str) -> bool:
     for w, keys in ((bf16.float(), bf16.view(torch.int16)), (few, few.view(torch.int32))):
         n = keys.numel()
         for descending in (True, False):  # mergekit's two sort calls
-            order = torch.argsort(w, descending=True) if descending else torch.sort(w, descending=False).indices
+            order = mergekit_sort(w, descending)
             for start, stop in ((0, n // 3), (0, n // 2 + 7), (n // 10, n - n // 5)):
                 ref = torch.zeros(n, dtype=torch.bool)
                 ref[order[start:stop]] = True

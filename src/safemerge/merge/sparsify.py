@@ -6,17 +6,18 @@ element strictly inside the boundary values is kept, every element outside is dr
 boundary value can be ambiguous. An ambiguous boundary is resolved by ``tie_break``:
 
 - ``"mergekit"`` (default): when a nonzero boundary value is split by the cut, reproduce mergekit's sort and take
-  its window, so the kept set is mergekit's bit for bit (this costs a full sort, as in mergekit; it is rare for
-  float32 deltas, common for bfloat16 ones). Ties at zero are never ambiguous: a kept zero and a dropped zero give
-  the same result. The sort runs on int32 keys (:func:`magnitude_keys`) instead of mergekit's float32 magnitudes:
-  an unstable comparison sort's permutation depends only on the outcomes of its comparisons, and the keys compare
-  exactly like the magnitudes, so the permutation is the same while each comparison and swap is cheaper (~1.5x on
-  this repo's CPU). An ascending sort becomes a descending sort of the negated keys, which keeps torch on the same
-  comparison sort (an ascending integer sort may take a stable radix sort instead). :func:`key_sort_matches`
-  checks this once per process and device on a tie-heavy probe; if this torch build sorts integers differently, the
-  float32 magnitudes are sorted as mergekit does. Cheaper still, on CPU the sort is not run at all but replayed
-  only on the segments that contain the cut (:mod:`safemerge.merge.introsort`, O(n); ~2x faster than the key
-  sort, ~2.7x than mergekit's sort on a 4M-element bf16 delta), again checked once against the real sort.
+  its window, so the kept set is mergekit's bit for bit (this is rare for float32 deltas, common for bfloat16
+  ones). Ties at zero are never ambiguous: a kept zero and a dropped zero give the same result. On CPU the sort is
+  not run at all but replayed only on the segments that contain the cut (:mod:`safemerge.merge.introsort`, O(n);
+  ~2x faster than the key sort below, ~2.7x than mergekit's sort on a 4M-element bf16 delta), checked once per
+  process against the real sort. Where the replay does not apply, the full sort runs on int32 keys
+  (:func:`magnitude_keys`) instead of mergekit's float32 magnitudes: an unstable comparison sort's permutation
+  depends only on the outcomes of its comparisons, and the keys compare exactly like the magnitudes, so the
+  permutation is the same while each comparison and swap is cheaper (~1.5x on this repo's CPU). An ascending sort
+  becomes a descending sort of the negated keys, which keeps torch on the same comparison sort (an ascending
+  integer sort may take a stable radix sort instead). :func:`key_sort_matches` checks this once per process and
+  device on a tie-heavy probe; if this torch build sorts integers differently, the float32 magnitudes are sorted
+  as mergekit does.
 - ``"index"``: the lowest-index tied elements come first in sort order (a stable sort); always O(n).
 
 Randomness (DARE, DELLA) only comes from the ``torch.Generator`` passed in: ``torch.rand(shape, generator=g) < p``
@@ -148,20 +149,17 @@ def _keys_window_mask(keys: Tensor, start: int, stop: int, descending: bool, tie
     return keep
 
 
-def _float_sort(w: Tensor, descending: bool) -> Tensor:
-    """mergekit's sort call on its float magnitudes: ``argsort(w, descending=True)`` / ``sort(w).indices``."""
-    return torch.argsort(w, descending=True) if descending else torch.sort(w, descending=False).indices
-
-
 def _key_sort(keys: Tensor, descending: bool) -> Tensor:
-    """The same permutation as :func:`_float_sort` on the magnitudes, from non-negative int keys (see module doc)."""
+    """The same permutation as :func:`~safemerge.merge.introsort.mergekit_sort` on the magnitudes, from
+    non-negative int keys (see module doc)."""
     k = keys.to(torch.int32)
     return torch.argsort(k if descending else k.neg(), descending=True)
 
 
 @functools.cache
 def key_sort_matches(device: str) -> bool:
-    """Whether :func:`_key_sort` reproduces :func:`_float_sort` in this torch build on ``device`` (checked once).
+    """Whether :func:`_key_sort` reproduces :func:`~safemerge.merge.introsort.mergekit_sort` in this torch build
+    on ``device`` (checked once).
 
     The probe is large enough for torch's parallel/radix paths (> 32768 elements) and full of ties, as bf16 deltas
     are; both directions are compared.
@@ -169,7 +167,7 @@ def key_sort_matches(device: str) -> bool:
     gen = torch.Generator().manual_seed(0)
     delta = (torch.randn(1 << 17, generator=gen) * 0.01).bfloat16().to(device)
     w, keys = _magnitudes(delta), magnitude_keys(delta)
-    return all(torch.equal(_float_sort(w, d), _key_sort(keys, d)) for d in (True, False))
+    return all(torch.equal(introsort.mergekit_sort(w, d), _key_sort(keys, d)) for d in (True, False))
 
 
 def _sorted_window(keys: Tensor, start: int, stop: int, descending: bool,
@@ -185,7 +183,7 @@ def _sorted_window(keys: Tensor, start: int, stop: int, descending: bool,
     if key_sort_matches(keys.device.type):
         order = _key_sort(keys, descending)
     else:
-        order = _float_sort(magnitudes(), descending)
+        order = introsort.mergekit_sort(magnitudes(), descending)
     keep = torch.zeros_like(keys, dtype=torch.bool)
     keep[order[start:stop]] = True
     return keep
@@ -260,26 +258,27 @@ def dare(delta: Tensor, density: float, generator: torch.Generator | None, *, re
     if density >= 1:
         return delta
     work = dare_work_dtype(delta)
-    x = delta.to(work)
+    x = delta.to(work, copy=True)
     keep = random_keep(x.shape, torch.tensor(density, dtype=work, device=x.device).float(), generator)
     return _apply_keep(x, keep, rescale, rescale_mode, 1.0 / density if density > 0 else 0.0).to(delta.dtype)
 
 
 def _apply_keep(x: Tensor, keep: Tensor, rescale: bool, mode: RescaleMode, inv_p: Tensor | float) -> Tensor:
+    """Mask (mergekit's ``tensor * mask``) and rescale ``x``, the caller's own working copy, in place."""
     if not rescale:
-        return mask_(x.clone(), keep)  # mergekit's tensor * mask
+        return mask_(x, keep)
     if mode == "inverse_p":
-        return mask_(x * inv_p, keep)
+        return mask_(x.mul_(inv_p), keep)
     before = x.abs().sum()
-    return l1_rescale_(mask_(x.clone(), keep), before)
+    return l1_rescale_(mask_(x, keep), before)
 
 
 def _row_keys(x: Tensor) -> Tensor | None:
-    """Integer keys ordered like ``x.abs()`` in its own dtype (16- and 32-bit floats; no NaNs), else None."""
-    kind = {2: torch.int16, 4: torch.int32}.get(x.dtype.itemsize)
-    if kind is None or not x.is_floating_point():
+    """:func:`magnitude_keys` in ``x``'s shape, for 16- and 32-bit floats, whose keys order ``x.abs()`` in its own
+    dtype (float64 keys would be rounded to float32); else None."""
+    if not x.is_floating_point() or x.dtype.itemsize not in (2, 4):
         return None
-    return x.view(kind) & (0x7FFF if kind == torch.int16 else 0x7FFFFFFF)
+    return magnitude_keys(x).view(x.shape)
 
 
 @functools.cache
@@ -356,23 +355,23 @@ def della(delta: Tensor, density: float, epsilon: float, generator: torch.Genera
     work = dare_work_dtype(delta)
     probs = della_probs(delta, density, epsilon, tie_break)
     keep = random_keep(probs.shape, probs.float(), generator)
-    x = (delta.unsqueeze(0) if delta.dim() < 2 else delta).to(work)
+    x = (delta.unsqueeze(0) if delta.dim() < 2 else delta).to(work, copy=True)
     inv_p = probs.reciprocal() if rescale_mode == "inverse_p" else 1.0
     return _apply_keep(x, keep, rescale, rescale_mode, inv_p).to(delta.dtype).reshape(delta.shape)
 
 
-_SIGNED_BITS = {2: (torch.int16, 15), 4: (torch.int32, 31), 8: (torch.int64, 63)}
+_SAME_WIDTH_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # integer views of float bit patterns
 
 
 def mask_(x: Tensor, keep: Tensor) -> Tensor:
     """``x * keep`` in place (mergekit's ``tensor * mask``: a dropped entry becomes a zero of its own sign), for a
     bool ``keep`` broadcastable to ``x``.
 
-    For 16- and 32-bit floats on the bit patterns: AND with all ones where kept and with the sign bit alone where
-    dropped, which is exactly ``x * 1`` / ``x * 0`` (no NaNs in merges) and ~2x faster than torch's mixed-dtype
-    multiply (measured 2.6 vs 5.9 ms on a 1024x2816 bf16 weight).
+    For floats on the bit patterns: AND with all ones where kept and with the sign bit alone where dropped, which is
+    exactly ``x * 1`` / ``x * 0`` (no NaNs in merges) and ~2x faster than torch's mixed-dtype multiply (measured
+    2.6 vs 5.9 ms on a 1024x2816 bf16 weight).
     """
-    kind = {2: torch.int16, 4: torch.int32}.get(x.dtype.itemsize)
+    kind = _SAME_WIDTH_INT.get(x.dtype.itemsize)
     if kind is None or not x.is_floating_point():
         return x.mul_(keep)
     bits = keep.to(kind).mul_(torch.iinfo(kind).max).bitwise_or_(torch.iinfo(kind).min)
@@ -388,8 +387,8 @@ def sign_agreement(deltas: Tensor) -> Tensor:
     exactly the agreeing entries as positive nonzero numbers, i.e. positive integers. Two integer passes per entry,
     about 2x faster than float compares and a ``where`` (bf16 and fp32 on CPU).
     """
-    kind, bits = _SIGNED_BITS[deltas.dtype.itemsize]
-    flip = torch.lt(sum0(deltas), 0).to(kind).bitwise_left_shift_(bits)
+    kind = _SAME_WIDTH_INT[deltas.dtype.itemsize]
+    flip = torch.lt(sum0(deltas), 0).to(kind).bitwise_left_shift_(8 * deltas.dtype.itemsize - 1)
     return torch.gt(deltas.view(kind) ^ flip, 0)
 
 

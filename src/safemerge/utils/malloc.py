@@ -39,9 +39,10 @@ def reuse_freed_memory() -> None:
     """Let glibc reuse freed tensor buffers of up to 32 MiB from one heap (the merge engine's policy without a budget).
 
     With :func:`return_freed_memory` every tensor buffer is a fresh mapping whose pages fault in on first touch:
-    measured on a 3 x 248M-param bf16 TIES merge (2 threads), 10.4 of 35.0 CPU seconds were system time
-    (20.4 s wall); with this policy 1.9 of 25.8 (15.2 s wall), peak RSS 448 MiB instead of 367 MiB (mergekit 0.1.5:
-    1615 MiB). One arena (instead of one per thread) keeps freed blocks where every worker can reuse them; the heap
+    measured on the bench's 3 x 248M-param bf16 TIES merge (``/usr/bin/time safemerge merge
+    bench/_work/configs/ties.yaml OUT --threads 2 --fast-ties``), 10.4 of 35.0 CPU seconds were system time (20.4 s
+    wall); with this policy 1.9 of 25.8 (15.2 s wall), peak RSS 437 MiB instead of 359 MiB (mergekit 0.1.5 on the
+    same recipe: 1615 MiB). One arena (instead of one per thread) keeps freed blocks where every worker can reuse them; the heap
     top is trimmed above 64 MiB.
     """
     _mallopt((M_MMAP_THRESHOLD, 32 * MIB), (M_TRIM_THRESHOLD, 64 * MIB), (M_ARENA_MAX, 1))

@@ -18,16 +18,18 @@ import typer
 from safemerge import __version__
 from safemerge.errors import SafemergeError
 
-# Order = the order in `safemerge --help`: the pipeline order.
-COMMAND_MODULES = (
-    "safemerge.data.cli",
-    "safemerge.data.synth_cli",
-    "safemerge.train.cli",
-    "safemerge.merge.cli",
-    "safemerge.search.cli",
-    "safemerge.evaluate.cli",
-    "safemerge.study.cli",
-)
+# module -> the top-level commands it registers; order = the order in `safemerge --help`: the pipeline order.
+# A command line naming one of them imports only its module (the others cost ~0.2 s of imports per run);
+# tests/test_cli_registry.py checks this table against what each module registers.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "safemerge.data.cli": ("testbed",),
+    "safemerge.data.synth_cli": ("synth",),
+    "safemerge.train.cli": ("train",),
+    "safemerge.merge.cli": ("merge",),
+    "safemerge.search.cli": ("search",),
+    "safemerge.evaluate.cli": ("eval", "serve"),
+    "safemerge.study.cli": ("study",),
+}
 
 
 def _version_callback(value: bool) -> None:
@@ -36,7 +38,16 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-def build_app() -> typer.Typer:
+def command_modules(argv: list[str]) -> list[str]:
+    """The modules to register for this command line: the one that owns its command, else all (``--help``,
+    ``--version``, an unknown command: typer then lists every command)."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    owners = [mod for mod, names in COMMAND_MODULES.items() if command in names]
+    return owners or list(COMMAND_MODULES)
+
+
+def build_app(modules: list[str] | None = None) -> typer.Typer:
+    """The typer app with the commands of ``modules`` (default: all of :data:`COMMAND_MODULES`)."""
     app = typer.Typer(
         name="safemerge",
         help="Build capable and safe multilingual LLMs by merging fine-tuned experts instead of mixing data.",
@@ -54,7 +65,7 @@ def build_app() -> typer.Typer:
     ) -> None:
         """safemerge: data -> train -> merge -> search -> evaluate -> study."""
 
-    for mod_name in COMMAND_MODULES:
+    for mod_name in COMMAND_MODULES if modules is None else modules:
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:  # a pipeline folder that has no commands (yet)
@@ -67,9 +78,10 @@ def build_app() -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    app = build_app()
+    args = sys.argv[1:] if argv is None else argv
+    app = build_app(command_modules(args))
     try:
-        app(args=argv, prog_name="safemerge")
+        app(args=args, prog_name="safemerge")
     except SafemergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

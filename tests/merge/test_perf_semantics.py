@@ -104,6 +104,17 @@ def test_all_finite():
         x[517] = bad
         assert not all_finite(x) and not all_finite(x.bfloat16())
     assert all_finite(torch.full((100,), 3e38))  # the sum overflows, the values are finite
+    assert all_finite(torch.arange(10))  # integers are always finite
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5000), st.data(), st.sampled_from([float("nan"), float("inf"), float("-inf")]),
+       st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.float64]))
+def test_all_finite_finds_any_non_finite_entry(n, data, bad, dtype):
+    x = torch.randn(n).to(dtype)
+    assert all_finite(x)
+    x[data.draw(st.integers(0, n - 1))] = bad
+    assert not all_finite(x) and not all_finite(x.view(-1, 1))
 
 
 @settings(max_examples=60, deadline=None)
@@ -186,3 +197,19 @@ def test_mask_is_multiplication_by_the_mask_bit_for_bit(n, levels, dtype, seed):
     out = sp.mask_(x, keep)
     assert out.data_ptr() == x.data_ptr()
     assert torch.equal(out, expected) and torch.equal(torch.signbit(out), torch.signbit(expected))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 3000), st.integers(0, 6), st.sampled_from([torch.float32, torch.bfloat16, torch.float16,
+                                                                  torch.float64]), st.integers(0, 10**6))
+def test_agreeing_sum_pair_equals_masked_sum(n, levels, dtype, seed):
+    """The two-model TIES sum equals the general sign election + mask + sum bit for bit, signed zeros included
+    (few levels: many ties, zeros, -0 and exactly opposite pairs)."""
+    g = torch.Generator().manual_seed(seed)
+    d = (torch.randint(-levels, levels + 1, (2, n), generator=g).double() * 0.37).to(dtype)
+    d[torch.rand(2, n, generator=g) < 0.2] *= -1  # with levels 0 or d == 0: -0
+    d[1, : n // 3] = -d[0, : n // 3]
+    expected = sp.sum0(sp.mask_(d.clone(), sp.sign_agreement(d)))
+    got = sp.agreeing_sum_pair(d)
+    kind = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    assert torch.equal(got.view(kind), expected.view(kind))

@@ -232,7 +232,7 @@ def karcher(base: Tensor | None, tensors: Sequence[Tensor], *, max_iter: int = 1
 
 
 # -------------------------------------------------------------------------------------- task-vector methods
-Pruner = Callable[[int, Tensor], Tensor]
+Pruner = Callable[[int, Tensor], Tensor]  # (model index, its delta: a row of the scratch stack, may be pruned in place)
 
 
 def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[float], prune: Pruner | None,
@@ -264,7 +264,9 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device)
     w = w.view(-1, *([1] * base.dim()))
     deltas.mul_(w)
-    if consensus:
+    if consensus and not normalize and len(tensors) == 2 and deltas.is_floating_point():
+        mixed = sp.agreeing_sum_pair(deltas)
+    elif consensus:
         agree = sp.sign_agreement(deltas)
         mixed = sp.sum0(sp.mask_(deltas, agree))  # mergekit's weighted_deltas * mask
         if normalize:
@@ -321,7 +323,7 @@ def ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], de
 
 def _dare_pruner(density: Sequence[float], rescale: bool, rescale_mode: sp.RescaleMode,
                  generator: torch.Generator | None) -> Pruner:
-    return lambda i, d: sp.dare(d, density[i], generator, rescale=rescale, rescale_mode=rescale_mode)
+    return lambda i, d: sp.dare(d, density[i], generator, rescale=rescale, rescale_mode=rescale_mode, inplace=True)
 
 
 def dare_linear(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
@@ -362,7 +364,7 @@ def breadcrumbs_ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequenc
 def _della_pruner(density: Sequence[float], epsilon: Sequence[float], rescale: bool,
                   rescale_mode: sp.RescaleMode, generator: torch.Generator | None, tie_break: sp.TieBreak) -> Pruner:
     return lambda i, d: sp.della(d, density[i], epsilon[i], generator, rescale=rescale, rescale_mode=rescale_mode,
-                                 tie_break=tie_break)
+                                 tie_break=tie_break, inplace=True)
 
 
 def della(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],

@@ -22,7 +22,8 @@ boundary value can be ambiguous. An ambiguous boundary is resolved by ``tie_brea
 
 Randomness (DARE, DELLA) only comes from the ``torch.Generator`` passed in: ``torch.rand(shape, generator=g) < p``
 consumes the Mersenne-Twister stream exactly as mergekit's ``torch.bernoulli`` on the global generator does, so the
-same seed gives mergekit's masks (one draw per element, in memory order), independent of the thread count.
+same seed gives mergekit's masks (one draw per element, in memory order), independent of the thread count. On CPU
+the same draws come from numpy (:mod:`safemerge.merge.mtstream`, checked once per process against torch).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from safemerge.errors import ConfigError
-from safemerge.merge import introsort
+from safemerge.merge import introsort, mtstream
 
 TieBreak = Literal["mergekit", "index"]
 RescaleMode = Literal["l1", "inverse_p"]
@@ -227,9 +228,9 @@ def outlier_mask(delta: Tensor, density: float, gamma: float, tie_break: TieBrea
 
 
 def random_keep(shape: torch.Size, prob: Tensor, generator: torch.Generator | None) -> Tensor:
-    """Bernoulli(prob) keep mask drawn like ``torch.bernoulli(prob)`` (24-bit uniforms ``u < prob``)."""
-    u = torch.rand(shape, generator=generator, device=prob.device)
-    return u < prob
+    """Bernoulli(prob) keep mask drawn like ``torch.bernoulli(prob)`` (24-bit uniforms ``u < prob``); on CPU from
+    numpy's copy of the generator's stream (:mod:`safemerge.merge.mtstream`, same bits)."""
+    return mtstream.bernoulli_keep(shape, prob, generator)
 
 
 def dare_work_dtype(delta: Tensor) -> torch.dtype:
@@ -249,16 +250,17 @@ def l1_rescale_(masked: Tensor, original_l1: Tensor, eps: float = 1e-7) -> Tenso
 
 
 def dare(delta: Tensor, density: float, generator: torch.Generator | None, *, rescale: bool = True,
-         rescale_mode: RescaleMode = "l1") -> Tensor:
+         rescale_mode: RescaleMode = "l1", inplace: bool = False) -> Tensor:
     """DARE drop: keep each entry with probability ``density``; rescale the survivors.
 
     ``rescale_mode="l1"`` (mergekit): multiply by ``||delta||_1 / ||kept||_1``; ``"inverse_p"`` (paper): by
     ``1 / density``. The keep probability is ``density`` rounded to the work dtype (bf16 on CPU for bf16 input).
+    ``inplace``: ``delta`` is the caller's scratch buffer and may be overwritten (when it is in the work dtype).
     """
     if density >= 1:
         return delta
     work = dare_work_dtype(delta)
-    x = delta.to(work, copy=True)
+    x = delta if inplace and delta.dtype == work else delta.to(work, copy=True)
     keep = random_keep(x.shape, torch.tensor(density, dtype=work, device=x.device).float(), generator)
     return _apply_keep(x, keep, rescale, rescale_mode, 1.0 / density if density > 0 else 0.0).to(delta.dtype)
 
@@ -339,11 +341,12 @@ def della_probs(delta: Tensor, density: float, epsilon: float, tie_break: TieBre
 
 
 def della(delta: Tensor, density: float, epsilon: float, generator: torch.Generator | None, *,
-          rescale: bool = True, rescale_mode: RescaleMode = "l1", tie_break: TieBreak = "mergekit") -> Tensor:
+          rescale: bool = True, rescale_mode: RescaleMode = "l1", tie_break: TieBreak = "mergekit",
+          inplace: bool = False) -> Tensor:
     """DELLA: magnitude-ranked random drop (larger |delta| kept more often), then rescale.
 
     ``rescale_mode="l1"`` (mergekit) matches the L1 norm; ``"inverse_p"`` (paper) divides each survivor by its
-    own keep probability ``p_i``.
+    own keep probability ``p_i``. ``inplace``: as for :func:`dare`.
     """
     if density >= 1:
         return delta
@@ -355,7 +358,8 @@ def della(delta: Tensor, density: float, epsilon: float, generator: torch.Genera
     work = dare_work_dtype(delta)
     probs = della_probs(delta, density, epsilon, tie_break)
     keep = random_keep(probs.shape, probs.float(), generator)
-    x = (delta.unsqueeze(0) if delta.dim() < 2 else delta).to(work, copy=True)
+    x = delta.unsqueeze(0) if delta.dim() < 2 else delta
+    x = x if inplace and x.dtype == work else x.to(work, copy=True)
     inv_p = probs.reciprocal() if rescale_mode == "inverse_p" else 1.0
     return _apply_keep(x, keep, rescale, rescale_mode, inv_p).to(delta.dtype).reshape(delta.shape)
 
@@ -390,6 +394,26 @@ def sign_agreement(deltas: Tensor) -> Tensor:
     kind = _SAME_WIDTH_INT[deltas.dtype.itemsize]
     flip = torch.lt(sum0(deltas), 0).to(kind).bitwise_left_shift_(8 * deltas.dtype.itemsize - 1)
     return torch.gt(deltas.view(kind) ^ flip, 0)
+
+
+def agreeing_sum_pair(deltas: Tensor) -> Tensor:
+    """``sum0(mask_(deltas, sign_agreement(deltas)))`` for two stacked float deltas, bit for bit (the TIES sum
+    without ``normalize``), in nine integer passes: 2.5x faster (12 vs 31 ms on two 2816x1024 bf16 deltas).
+
+    With ``s = d0 + d1`` (rounded as :func:`sum0` rounds it, which keeps the sign of the exact sum): where both sign
+    bits equal s's, the result is ``s`` (a masked entry is a zero or a dropped zero of that sign, which leaves the
+    other term unchanged); otherwise exactly one entry has s's sign bit (the larger magnitude, the ``+`` one at
+    equal magnitudes, where ``s = +0``), it is the agreeing one (or a ``+0`` equal to ``s``) and the other is
+    masked to a zero that does not change it. On the bit patterns: ``n_i`` = all ones where ``d_i``'s sign bit
+    differs from s's, and ``result = s ^ ((s ^ d0) & n1) ^ ((s ^ d1) & n0)``.
+    """
+    kind = _SAME_WIDTH_INT.get(deltas.dtype.itemsize)
+    if kind is None:  # e.g. float8: no integer view
+        return sum0(mask_(deltas.clone(), sign_agreement(deltas)))
+    total = sum0(deltas).view(kind)
+    x0, x1 = deltas[0].view(kind) ^ total, deltas[1].view(kind) ^ total
+    n0, n1 = x0 >> (8 * deltas.dtype.itemsize - 1), x1 >> (8 * deltas.dtype.itemsize - 1)  # arithmetic shifts
+    return total.bitwise_xor_(x0.bitwise_and_(n1)).bitwise_xor_(x1.bitwise_and_(n0)).view(deltas.dtype)
 
 
 def sum0(x: Tensor) -> Tensor:

@@ -49,7 +49,7 @@ def task_cost(task: TensorTask, method: str | None = None) -> int:
 
 def all_finite(x: torch.Tensor) -> bool:
     """Whether ``x`` has no NaN/Inf, in one pass: ``aminmax`` propagates NaN, and an infinity is the min or the max
-    (2.4x faster than a float32 sum of a bf16 weight, 24x than ``isfinite(x).all()``)."""
+    (on a 1024x4096 bf16 weight, one thread: 1.7 ms; a float32 sum 4.1 ms, ``isfinite(x).all()`` 41.6 ms)."""
     if x.numel() == 0 or not x.is_floating_point():
         return True
     lo, hi = torch.aminmax(x)

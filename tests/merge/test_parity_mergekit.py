@@ -423,3 +423,31 @@ def test_large_tensor_selection_bit_identical(method: str, dtype: str) -> None:
     assert ours.dtype == ref.dtype
     diff = (ours.float() - ref.float()).abs()
     assert torch.equal(ours, ref), f"{method}/{dtype}: {int((diff > 0).sum())} elements differ, max {diff.max():.3g}"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("method", ["ties", "dare_ties", "task_arithmetic", "breadcrumbs_ties"])
+def test_signed_zeros_bit_identical(method: str, dtype: str) -> None:
+    """Zeros of both signs in the base and the experts, negative weights: mergekit's sums start from +0.0, so
+    the output's signed zeros are mergekit's too (torch.equal alone does not tell -0.0 from +0.0)."""
+    import torch
+
+    from safemerge.merge.methods import METHODS
+
+    dt = getattr(torch, dtype)
+    base, tensors = _experts((64, 48), dt)
+    base[:, :16] = -0.0
+    for i, t in enumerate(tensors):
+        t[:, :8] = 0.0
+        t[:, 8:16] = -0.0 if i else 0.0
+        t[:4] = base[:4]  # zero deltas
+    kind = {torch.float32: torch.int32, torch.bfloat16: torch.int16}[dt]
+    for weights in ((-0.5, -0.7), (0.6, -0.4), (1.0, 1.0)):
+        per_model = [{"weight": w, "density": 1.0 if method.startswith("dare") else 0.5} for w in weights]
+        if method.startswith("breadcrumbs"):
+            for p in per_model:
+                p["gamma"] = 0.01
+        torch.manual_seed(5)
+        ref = _mergekit_group(method, base, tensors, per_model)
+        ours = METHODS[method].apply(base, tensors, per_model, {}, torch.Generator().manual_seed(5))
+        assert torch.equal(ours.view(kind), ref.view(kind)), (method, dtype, weights)

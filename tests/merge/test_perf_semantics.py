@@ -213,3 +213,14 @@ def test_agreeing_sum_pair_equals_masked_sum(n, levels, dtype, seed):
     got = sp.agreeing_sum_pair(d)
     kind = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
     assert torch.equal(got.view(kind), expected.view(kind))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 400), st.integers(0, 3),
+       st.sampled_from([torch.float32, torch.bfloat16, torch.float16, torch.float64]), st.integers(0, 10**6))
+def test_sum0_is_the_reduction_bit_for_bit(m, n, levels, dtype, seed):
+    """sum0 == x.sum(dim=0) in every bit: two -0.0 sum to +0.0 there, as in mergekit's sums."""
+    x = torch.stack([_quantised(n, levels, dtype, seed + i) for i in range(m)])
+    x[torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < 0.3] *= -1  # zeros of both signs
+    kind = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
+    assert torch.equal(sp.sum0(x).view(kind), x.sum(dim=0).view(kind))

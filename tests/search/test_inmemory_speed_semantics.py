@@ -100,3 +100,25 @@ def test_cache_budget_falls_back_to_the_engine(tiny_models) -> None:
     r.cache.max_bytes = 1 << 40
     assert_same_as_engine(r, ties_config([0.6, 0.4], [0.5, 0.25]))
     assert r.cache.bytes > 0
+
+
+def test_signed_zeros_and_negative_weights(tmp_path) -> None:
+    """-0.0 in the base where the experts hold +0.0, merged with negative weights: the weighted deltas are -0.0
+    and the sum of two of them is +0.0 (mergekit's reduction), in the cached path as in the engine."""
+    from safetensors.torch import load_file, save_file
+
+    from safemerge.utils.tiny import make_tiny_checkpoint
+
+    base = make_tiny_checkpoint("llama", tmp_path / "base", seed=0)
+    models = {"base": base, **{k: make_tiny_checkpoint("llama", tmp_path / k, seed=i, init_from=base)
+                               for i, k in ((1, "a"), (2, "b"))}}
+    for label, path in models.items():
+        shard = next(Path(path).glob("*.safetensors"))
+        tensors = load_file(shard)
+        for name, t in tensors.items():
+            if t.dim() == 2:
+                t[0, :50] = -0.0 if label == "base" else 0.0
+        save_file(tensors, shard, metadata={"format": "pt"})
+    resident = ResidentModel({k: str(v) for k, v in models.items()}, model_from=str(models["a"]))
+    for normalize in (False, True):
+        assert_same_as_engine(resident, ties_config([-0.5, -0.7], [0.5, 0.5], normalize=normalize))

@@ -238,8 +238,7 @@ def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: l
     n = base.numel()
     ks = [n if d >= 1 else (0 if d <= 0 else max(1, int(d * n))) for d in density]
     shape = (-1, *([1] * base.dim()))
-    # multiplying by the keep mask leaves -0.0 where where(keep, d, 0) leaves +0.0: pruned entries always
-    # disagree in the sign election and are zero-filled below, so every later value and the output are the same
+    # the engine's pruning: mergekit's delta * mask (a pruned entry is a zero of its own sign)
     keep = ranks < torch.tensor(ks, dtype=torch.int32, device=ranks.device).view(shape)
     deltas = stacked * keep.to(stacked.dtype)
     if kw["rescale"]:
@@ -250,9 +249,8 @@ def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: l
     deltas.mul_(w)
     if MAGNITUDE_METHODS[method.name]:
         agree = sign_agreement(deltas)
-        # = masked_fill(disagree, 0).sum(0): the products are +-0.0 where masked_fill leaves +0.0, and adding
-        # +0.0 turns an all-zero sum's -0.0 into +0.0 (exact elsewhere)
-        mixed = (deltas * agree).sum(dim=0).add_(0.0)
+        # the engine's sum0(mask_(deltas, agree)): mergekit's weighted_deltas * mask, signed zeros included
+        mixed = (deltas * agree).sum(dim=0)
         divisor = (w * agree).sum(dim=0)  # = where(disagree, 0, w).sum(0)
         divisor += divisor == 0  # 0 -> 1 (either sign of zero), exact elsewhere
     else:

@@ -1,9 +1,8 @@
-"""Optimisers: determinism, pickled resumption, grid/cocktail/Pareto invariants (no models needed)."""
+"""Optimisers: determinism, grid/cocktail/Pareto invariants (no models needed); resumption: test_state.py."""
 
 from __future__ import annotations
 
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -51,12 +50,11 @@ def test_cma_defaults_follow_the_paper_and_converge():
     assert np.allclose(opt.es.result.xbest[:4], 0.3, atol=0.08)
 
 
-def test_cma_is_deterministic_and_resumes_from_a_pickle():
+def test_cma_is_deterministic():
     spec = OptimizerSpec(name="cma", budget=60, seed=7)
     full = _run(CmaOptimizer(3, spec))
-    half = _run(CmaOptimizer(3, spec), stop_after_gens=3)
-    resumed = _run(pickle.loads(pickle.dumps(half)))
-    assert np.array_equal(full.es.result.xbest, resumed.es.result.xbest)
+    again = _run(CmaOptimizer(3, spec))
+    assert np.array_equal(full.es.result.xbest, again.es.result.xbest)
     other = _run(CmaOptimizer(3, OptimizerSpec(name="cma", budget=60, seed=8)))
     assert not np.array_equal(full.es.result.xbest, other.es.result.xbest)
 
@@ -128,12 +126,4 @@ def test_nsga2_asks_populations_and_is_deterministic():
 
     a, b = run(), run()
     assert len(a) == 24 and a == b
-    resumed = NsgaOptimizer(_space(), OptimizerSpec(name="nsga2", budget=24, popsize=8, seed=1))
-    xs = resumed.ask()
-    resumed.tell(xs, [{"safety": x[0], "domain": 1 - x[0]} for x in xs])
-    resumed = pickle.loads(pickle.dumps(resumed))
-    rest = []
-    while xs := resumed.ask():
-        rest += xs
-        resumed.tell(xs, [{"safety": x[0], "domain": 1 - x[0]} for x in xs])
-    assert a[8:] == rest
+    assert len({tuple(x) for x in a}) == 24

@@ -1,8 +1,8 @@
-"""Candidate proposers with one ask/tell protocol; every optimiser is a plain picklable object.
+"""Candidate proposers with one ask/tell protocol; a search resumes by replaying ask/tell (``search/state.py``).
 
 - :class:`CmaOptimizer` - CMA-ES (``cma``) in the unit cube, sigma0 = 1/6 and population 4 + floor(3 ln n) by
-  default (paper B); its random numbers come from its own seeded generator, stored inside the pickle, so a resumed
-  search asks exactly what an uninterrupted one would.
+  default (paper B); its random numbers come from its own seeded numpy generator (``randn``), whose state the
+  search state records, so a resumed search asks exactly what an uninterrupted one would.
 - :class:`GridOptimizer` - the full product of per-parameter value lists (paper B: density {0.25, 0.5, 1} x
   weight {0.25, 0.5, 1}).
 - :class:`RandomOptimizer` - uniform samples (a baseline).
@@ -33,7 +33,7 @@ class Optimizer(Protocol):
 
 
 class _Randn:
-    """``randn(*shape)`` for cma from a private, picklable numpy Generator (no global RNG state)."""
+    """``randn(*shape)`` for cma from a private, seeded numpy Generator (no global RNG state)."""
 
     def __init__(self, seed: int):
         self.rng = np.random.default_rng(seed)
@@ -52,9 +52,10 @@ class CmaOptimizer:
         self.planned = self.generations * self.popsize
         self.done_generations = 0
         n = max(dim, 2)  # cma refuses 1-D problems: pad with an ignored gene
+        self.randn = _Randn(opt.seed)
         self.es = cma.CMAEvolutionStrategy(
             [opt.x0] * n, opt.sigma0,
-            {"bounds": [0.0, 1.0], "popsize": self.popsize, "seed": opt.seed + 1, "randn": _Randn(opt.seed),
+            {"bounds": [0.0, 1.0], "popsize": self.popsize, "seed": opt.seed + 1, "randn": self.randn,
              "verbose": -9},
         )
 
@@ -156,7 +157,10 @@ class NsgaOptimizer:
         self.labels = space.labels()
         self.popsize = opt.population(space.dim)
         self.left = self.planned = opt.budget
-        sampler = optuna.samplers.NSGAIISampler(population_size=self.popsize, seed=opt.seed)
+        # optuna 5 records constraints on the trial (Trial.set_constraint); 4.x reads them through constraints_func
+        self.per_trial_constraints = hasattr(optuna.trial.Trial, "set_constraint")
+        extra = {} if self.per_trial_constraints else {"constraints_func": _violation_of}
+        sampler = optuna.samplers.NSGAIISampler(population_size=self.popsize, seed=opt.seed, **extra)
         self.study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
         self._trials: list[Any] = []
 
@@ -168,9 +172,17 @@ class NsgaOptimizer:
 
     def tell(self, xs: list[list[float]], results: list[dict[str, Any]]) -> None:
         for trial, r in zip(self._trials, results):
-            trial.set_constraint("language_margin", float(r.get("violation", 0.0)))
+            if self.per_trial_constraints:
+                trial.set_constraint("language_margin", float(r.get("violation", 0.0)))
+            else:
+                trial.set_user_attr("language_margin", float(r.get("violation", 0.0)))
             self.study.tell(trial, (float(r["safety"]), float(r["domain"])))
         self._trials = []
+
+
+def _violation_of(trial: Any) -> tuple[float]:
+    """optuna 4.x's ``constraints_func``: the language-margin violation stored on the trial (feasible when <= 0)."""
+    return (float(trial.user_attrs.get("language_margin", 0.0)),)
 
 
 def make_optimizer(space: SearchSpace, opt: OptimizerSpec, pool_losses: dict[str, float] | None = None) -> Any:

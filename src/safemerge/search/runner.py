@@ -4,20 +4,21 @@ Output folder::
 
     OUT/spec.json          the resolved spec
     OUT/candidates.jsonl   every evaluated candidate (index, genes, config, losses per language, feasibility)
-    OUT/state.pkl          optimiser state + the pending batch (written atomically after every ask and tell)
+    OUT/state.json         plain-data search state: pool scores, told batches with their results, the pending
+                           batch, library versions (atomic, after every ask and tell; see ``search/state.py``)
     OUT/best.yaml          the best configuration as a mergekit YAML (loadable by `safemerge merge` and mergekit)
     OUT/result.json        best candidate, pool baselines, Pareto front (nsga2), counts
     OUT/merged/            the best merge on disk (with output.merge_best)
 
-A killed search resumes with ``resume=True``: the optimiser state is restored (its RNG included), candidates
-already in ``candidates.jsonl`` are not evaluated again, and the search reaches the same result.
+A killed search resumes with ``resume=True``: the optimiser is rebuilt by replaying the stored batches (its RNG
+included; no library pickle), candidates already in ``candidates.jsonl`` are not evaluated again, and the search
+reaches the same result.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,10 +32,10 @@ from safemerge.search.objective import combine, read_sets, safest_by_lang
 from safemerge.search.optimizers import make_optimizer, pareto_front
 from safemerge.search.space import SearchSpace, build_space, with_paths
 from safemerge.search.spec import SearchSpec, check_pool_architectures, load_spec
-from safemerge.utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from safemerge.search.state import load_state, new_state, restore, results_of, rng_state
+from safemerge.utils.atomic import atomic_write_json, atomic_write_text
 from safemerge.utils.hashing import hash_obj
 
-STATE_VERSION = 1
 
 
 @dataclass
@@ -107,20 +108,21 @@ def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: s
     prep = prepare(spec)
     spec, space = prep.spec, prep.space
     out = Path(out_dir)
-    state_path, cand_path = out / "state.pkl", out / "candidates.jsonl"
+    state_path, cand_path = out / "state.json", out / "candidates.jsonl"
     digest = _spec_hash(spec)
     state: dict[str, Any] | None = None
-    if state_path.exists() or cand_path.exists():
+    if state_path.exists() or cand_path.exists() or (out / "state.pkl").exists():
         if not resume:
             raise InputError(f"{out}: a search already ran here; pass --resume to continue it or choose another --out")
+        if (out / "state.pkl").exists() and not state_path.exists():
+            raise InputError(f"{out}: the search state is a pickle written by an older safemerge, which cannot be "
+                             "resumed safely; start a new search with another --out")
         if state_path.exists():
-            state = pickle.loads(state_path.read_bytes())
-            if state.get("spec_hash") != digest or state.get("version") != STATE_VERSION:
-                raise InputError(f"{out}: the stored search used a different spec; use the same spec to resume "
-                                 "or choose another --out")
+            state = load_state(state_path, digest)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "spec.json", spec.model_dump(mode="json"))
     records = _read_records(cand_path)
+    opt = restore(state_path, state, space, spec.optimizer) if state is not None else None
 
     from safemerge.search.parallel import make_evaluator
 
@@ -133,23 +135,24 @@ def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: s
             if spec.optimizer.name == "lm_cocktail":
                 cocktail = {name: combine(spec.objective, evaluator.score_pool(name, spec.optimizer.cocktail_examples),
                                           {})["objective"] for name in space.pool}
-            state = {"version": STATE_VERSION, "spec_hash": digest, "pool": pool, "cocktail": cocktail,
-                     "optimizer": make_optimizer(space, spec.optimizer, cocktail), "pending": None, "next_index": 0}
-            atomic_write_bytes(state_path, pickle.dumps(state))
+            state = new_state(digest, spec.optimizer.name, pool, cocktail)
+            opt = make_optimizer(space, spec.optimizer, cocktail)
+            atomic_write_json(state_path, state)
         pool_parts = state["pool"]
         ref = safest_by_lang(pool_parts)
         evaluated_now = 0
-        with _Progress(show_progress, state["optimizer"].planned, len(records)) as prog:
+        with _Progress(show_progress, opt.planned, len(records)) as prog:
             prog.best(min(records.values(), key=_rank_key) if records else None)
             while True:
-                opt = state["optimizer"]
                 if state["pending"] is None:
                     xs = opt.ask()
                     if not xs:
                         break
-                    state["pending"] = (state["next_index"], xs)
-                    atomic_write_bytes(state_path, pickle.dumps(state))
-                start, xs = state["pending"]
+                    start = state["told"][-1]["start"] + len(state["told"][-1]["xs"]) if state["told"] else 0
+                    state["pending"] = {"start": start, "xs": xs}
+                    state["rng"] = rng_state(opt)
+                    atomic_write_json(state_path, state)
+                start, xs = state["pending"]["start"], state["pending"]["xs"]
                 todo = [(start + i, x) for i, x in enumerate(xs) if start + i not in records]
                 if stop_after is not None and evaluated_now + len(todo) > stop_after:
                     todo = todo[: max(0, stop_after - evaluated_now)]
@@ -165,9 +168,11 @@ def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: s
                         on_record(rec)
                 if any(start + i not in records for i in range(len(xs))):
                     return _partial(out, records, pool_parts, space, spec)
-                opt.tell(xs, [records[start + i] for i in range(len(xs))])
-                state["pending"], state["next_index"] = None, start + len(xs)
-                atomic_write_bytes(state_path, pickle.dumps(state))
+                told = [records[start + i] for i in range(len(xs))]
+                opt.tell(xs, told)
+                state["told"].append({"start": start, "xs": xs, "results": results_of(told)})
+                state["pending"] = None
+                atomic_write_json(state_path, state)
     finally:
         evaluator.close()
     return _finish(out, records, pool_parts, space, spec)

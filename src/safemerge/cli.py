@@ -4,19 +4,25 @@ Each pipeline folder contributes its commands through a ``register(app)`` functi
 (``safemerge.merge.cli``, ``safemerge.data.cli``, ...). Heavy libraries are imported inside the commands so
 that ``safemerge --help`` stays fast.
 
-User errors (:class:`safemerge.errors.SafemergeError`) are printed as one line and exit with code 2.
+User errors (:class:`safemerge.errors.SafemergeError`) are printed as one line and exit with code 2. An unexpected
+exception (from transformers, trl, torch, safetensors, gguf, ...) in one of :data:`LIBRARY_BOUNDARY_COMMANDS` is
+printed as one line ``error: <command>: <ExceptionType>: <first line>; rerun with --debug for the traceback`` and
+exits 2 as well; ``--debug`` (anywhere on the command line) or ``SAFEMERGE_DEBUG=1`` prints the traceback first.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
+import signal
 import sys
+import traceback
 
 import typer
 
 from safemerge import __version__
-from safemerge.errors import SafemergeError
+from safemerge.errors import InputError, SafemergeError
 
 # module -> the top-level commands it registers; order = the order in `safemerge --help`: the pipeline order.
 # A command line naming one of them imports only its module (the others cost ~0.2 s of imports per run);
@@ -24,12 +30,21 @@ from safemerge.errors import SafemergeError
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "safemerge.data.cli": ("testbed",),
     "safemerge.data.synth_cli": ("synth",),
+    "safemerge.utils.cli": ("convert",),
     "safemerge.train.cli": ("train",),
     "safemerge.merge.cli": ("merge",),
     "safemerge.search.cli": ("search",),
     "safemerge.evaluate.cli": ("eval", "serve"),
     "safemerge.study.cli": ("study",),
 }
+
+# Commands that run third-party model code (transformers, trl, torch, safetensors, gguf): an unexpected exception
+# there is reported as one line (exit 2) instead of a traceback; --debug / SAFEMERGE_DEBUG=1 shows the traceback.
+LIBRARY_BOUNDARY_COMMANDS: tuple[str, ...] = ("train", "eval", "serve", "convert")
+
+# OSErrors naming a file that the user's path or its permissions cause: one line (exit 2) for every command
+_PATH_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOENT", "EACCES", "EPERM", "ENAMETOOLONG", "EISDIR",
+                                                      "ENOTDIR", "ELOOP", "EROFS") if hasattr(errno, n))
 
 
 def _version_callback(value: bool) -> None:
@@ -62,6 +77,10 @@ def build_app(modules: list[str] | None = None) -> typer.Typer:
         version: bool = typer.Option(
             False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
         ),
+        debug: bool = typer.Option(
+            False, "--debug", help="Show the full traceback of unexpected errors (also: SAFEMERGE_DEBUG=1; accepted "
+            "after the command too)."
+        ),
     ) -> None:
         """safemerge: data -> train -> merge -> search -> evaluate -> study."""
 
@@ -76,15 +95,54 @@ def build_app(modules: list[str] | None = None) -> typer.Typer:
     return app
 
 
+def debug_args(argv: list[str]) -> tuple[list[str], bool]:
+    """``argv`` with ``--debug`` moved to the front (the root option, so it may be written after the command too;
+    nothing after a ``--`` is touched), and whether the traceback was asked for (``--debug`` or SAFEMERGE_DEBUG)."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flag = "--debug" in argv[:end]
+    rest = [a for a in argv[:end] if a != "--debug"] + argv[end:]
+    env = os.environ.get("SAFEMERGE_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+    return (["--debug"] + rest if flag else rest), flag or env
+
+
+def boundary_message(command: str, exc: BaseException) -> str:
+    """``<command>: <ExceptionType>: <first line of its message>`` (the message part omitted when empty)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0].strip()[:300] if lines else ""
+    return f"{command}: {type(exc).__name__}" + (f": {first}" if first else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args = sys.argv[1:] if argv is None else argv
+    if hasattr(signal, "SIGXFSZ"):  # past the file size limit a write fails with EFBIG (an error) instead of a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    args, debug = debug_args(sys.argv[1:] if argv is None else list(argv))
+    command = next((a for a in args if not a.startswith("-")), None)
     app = build_app(command_modules(args))
     try:
-        app(args=args, prog_name="safemerge")
+        try:
+            app(args=args, prog_name="safemerge")
+        except OSError as exc:  # a full disk outside the atomic writers (which raise SafemergeError themselves)
+            from safemerge.utils.atomic import disk_full_error
+
+            err = disk_full_error(exc, exc.filename if isinstance(exc.filename, str) else "output")
+            if err is None and exc.filename is not None and exc.errno in _PATH_ERRNOS:
+                err = InputError(f"{exc.filename}: {exc.strerror}; check the path and its permissions")
+            if err is None:
+                raise
+            raise err from None
     except SafemergeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - only at the library boundary commands; re-raised elsewhere
+        if command not in LIBRARY_BOUNDARY_COMMANDS:
+            raise
+        if debug:
+            traceback.print_exc()
+            print(f"error: {boundary_message(command, exc)}", file=sys.stderr)
+        else:
+            print(f"error: {boundary_message(command, exc)}; rerun with --debug for the traceback", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("error: interrupted; nothing half-written was kept, re-run to resume", file=sys.stderr)
         sys.exit(130)

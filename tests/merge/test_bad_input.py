@@ -55,6 +55,14 @@ def broken(tiny_models, tmp_path_factory) -> dict[str, Path]:
 
     out["short_data"] = copy("short_data")
     (out["short_data"] / "model.safetensors").write_bytes(data[: len(data) - 1000])
+
+    out["bad_json"] = copy("bad_json")
+    (out["bad_json"] / "config.json").write_text('{"architectures": ["LlamaForCausalLM"],')
+
+    out["other_arch"] = copy("other_arch")  # same tensors, another architecture: mergekit refuses to mix them too
+    cfg = json.loads((out["other_arch"] / "config.json").read_text())
+    cfg.update(architectures=["MistralForCausalLM"], model_type="mistral")
+    (out["other_arch"] / "config.json").write_text(json.dumps(cfg))
     return out
 
 
@@ -90,7 +98,21 @@ CASES = {
                                       "slices": [{"sources": [{"model": m["a"], "layer_range": [0, 5]}]}]},
                         "exceeds the 2 layers"),
     "tokenizer_union": (lambda m, x: {**_lin(m["a"], m["b"]), "tokenizer_source": "union"}, "not supported"),
+    # issue 15: each of these used to merge silently or end in a traceback
+    "density_above_1": (lambda m, x: _ties(m, {"weight": 1.0, "density": 1.7}), "density must be a number in [0, 1]"),
+    "density_negative": (lambda m, x: _ties(m, {"weight": 1.0, "density": -0.2}), "got -0.2"),
+    "weight_not_a_number": (lambda m, x: _ties(m, {"weight": "abc"}), "weight = 'abc' is not a number"),
+    "input_config_not_json": (lambda m, x: _ties(m, {"weight": 1.0}, other=x["bad_json"]),
+                              "bad_json/config.json: config.json is not valid JSON"),
+    "other_architecture": (lambda m, x: _ties(m, {"weight": 1.0}, other=x["other_arch"]),
+                           "architectures MistralForCausalLM differs from LlamaForCausalLM"),
 }
+
+
+def _ties(m: dict, params: dict, other: str | None = None) -> dict:
+    return {"merge_method": "ties", "base_model": m["base"],
+            "models": [{"model": m["a"], "parameters": {"weight": 0.5}},
+                       {"model": other or m["b"], "parameters": params}]}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -53,6 +53,12 @@ def test_slerp_base_in_pool_is_not_listed_and_t_is_global():
     ({"space": {"params": ["density"]}}, "needs 'weight'"),
     ({"space": {"params": ["weight"], "fixed": {"bogus": 1}}}, "no parameter(s) ['bogus']"),
     ({"space": {"params": ["weight"], "model_fixed": {"weight": 1}}}, "both searched and fixed"),
+    # the merge registry's ranges, checked when the spec is loaded (not after the pool is)
+    ({"space": {"params": ["weight", "density"], "bounds": {"density": [0.0, 1.5]}}},
+     "space.bounds.density: [0, 1.5] leaves the range [0, 1]"),
+    ({"space": {"params": ["weight"], "model_fixed": {"density": 1.7}}},
+     "space.model_fixed.density must be a number in [0, 1], got 1.7"),
+    ({"space": {"params": ["weight", "density"], "fixed": {"lambda": "big"}}}, "'big' is not a valid float"),
 ])
 def test_invalid_spaces_fail_in_one_line(over, needle):
     with pytest.raises(ConfigError) as err:

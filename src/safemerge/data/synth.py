@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -53,8 +54,33 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_QUESTIONS = 100_000  # ceil(k * oversample) per kind: far above paper B's 1000-2000; --check stays quick
+
+
+def _check_instruction(text: str, allowed: tuple[str, ...]) -> str:
+    """An instruction template may only use the ``{name}`` placeholders in ``allowed`` (no format spec,
+    conversion, attribute or index); literal braces are written ``{{`` and ``}}``."""
+    names = ", ".join("{" + a + "}" for a in allowed)
+    try:
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(text) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); placeholders are {names}, literal braces {{{{ and }}}}") \
+            from None
+    for f, spec, conv in fields:
+        if f not in allowed or spec or conv:
+            raise ValueError(f"placeholder {{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} is not "
+                             f"allowed; use only {names} (literal braces: {{{{ and }}}})")
+    return text
+
+
+def _check_count(k: int, oversample: float) -> None:
+    if k * oversample > MAX_QUESTIONS:
+        raise ValueError(f"k * oversample = {k * oversample:g} questions is more than {MAX_QUESTIONS}; lower k or "
+                         "oversample")
+
+
 class SynthModel(_Strict):
-    model: str = Field(description="local HF model folder or hub id")
+    model: str = Field(description="local HF model folder, hub id or .gguf file (dequantized once, cached)")
     name: str | None = None
 
     def label(self) -> str:
@@ -83,10 +109,21 @@ class SafetySpec(_Strict):
     generator: SynthModel = Field(description="model that writes the harmful questions (e.g. an uncensored one)")
     categories: list[str] = Field(default_factory=lambda: list(HARM_CATEGORIES), min_length=1)
     k: int = Field(1000, ge=1, description="safety records to keep (paper B: 1000)")
-    oversample: float = Field(2.0, ge=1.0, description="questions written = ceil(k * oversample)")
+    oversample: float = Field(2.0, ge=1.0, allow_inf_nan=False, description="questions written = "
+                              "ceil(k * oversample)")
     examples: dict[str, list[str]] = Field(default_factory=dict,
                                            description="optional in-context example questions per language")
     instruction: str = SAFETY_INSTRUCTION
+
+    @field_validator("instruction")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        return _check_instruction(v, ("language", "category", "examples"))
+
+    @model_validator(mode="after")
+    def _size(self) -> SafetySpec:
+        _check_count(self.k, self.oversample)
+        return self
 
 
 class DomainExpert(SynthModel):
@@ -99,9 +136,19 @@ class DomainExpert(SynthModel):
 class DomainSpec(_Strict):
     experts: list[DomainExpert] = Field(min_length=1)
     k: int = Field(1000, ge=1, description="domain records to keep (paper B: 1000)")
-    oversample: float = Field(1.5, ge=1.0)
+    oversample: float = Field(1.5, ge=1.0, allow_inf_nan=False)
     shots: int = Field(3, ge=1, description="in-context examples per prompt (paper B: 3)")
     instruction: str = DOMAIN_INSTRUCTION
+
+    @field_validator("instruction")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        return _check_instruction(v, ("domain", "language", "examples"))
+
+    @model_validator(mode="after")
+    def _size(self) -> DomainSpec:
+        _check_count(self.k, self.oversample)
+        return self
 
 
 class SynthSpec(_Strict):
@@ -133,8 +180,13 @@ def load_synth_spec(source: str | os.PathLike | dict[str, Any]) -> SynthSpec:
     """Parse and validate a synth spec (YAML path or dict); relative model/example paths resolve to the spec."""
     spec, root = load_spec_model(source, SynthSpec, "synth spec", "pool, languages, safety, domain, ...")
 
+    from safemerge.utils.gguf import resolve_model
+
     def fix(m: Any) -> Any:
-        upd = {"model": _resolve(m.model, root)}
+        loc = _resolve(m.model, root)
+        upd = {"model": resolve_model(loc)}  # a .gguf file -> its converted (cached) HF dir
+        if upd["model"] != loc and m.name is None:
+            upd["name"] = m.label()  # keep the file's name as the label, not the cache dir's
         if getattr(m, "examples_file", None):
             upd["examples_file"] = _resolve(m.examples_file, root)
         return m.model_copy(update=upd)
@@ -148,9 +200,9 @@ def load_synth_spec(source: str | os.PathLike | dict[str, Any]) -> SynthSpec:
 
 
 def _resolve(p: str, root: Path) -> str:
-    if not Path(p).is_absolute() and (root / p).exists():
+    if not Path(p).is_absolute() and os.path.exists(root / p):  # os.path: pathlib's raises for a name too long
         return str((root / p).resolve())
-    return str(Path(p).resolve()) if Path(p).exists() else p
+    return str(Path(p).resolve()) if os.path.exists(p) else p
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -323,7 +375,7 @@ def _expert_examples(expert: DomainExpert, lang: str) -> list[str]:
 def _read_prompts(path: str) -> list[dict[str, Any]]:
     """Rows of a JSONL file that have a string ``prompt`` (``lang`` optional)."""
     p = Path(path)
-    if not p.is_file():
+    if not os.path.isfile(p):
         raise InputError(f"{path}: examples_file not found; give a JSONL file with a 'prompt' column")
     rows = []
     for ln, row in iter_jsonl(p):

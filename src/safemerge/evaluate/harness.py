@@ -27,7 +27,16 @@ from safemerge.evaluate.generate import (
     model_hash,
     vllm_available,
 )
-from safemerge.evaluate.judges.base import Judge, PairItem, PairVerdict, SafetyItem, SafetyVerdict, get_judge
+from safemerge.evaluate.judges.base import (
+    AUTO,
+    Judge,
+    PairItem,
+    PairVerdict,
+    SafetyItem,
+    SafetyVerdict,
+    default_judge,
+    get_judge,
+)
 from safemerge.evaluate.loss import answer_logprobs, tokenize_pair
 from safemerge.evaluate.metrics import (
     Estimate,
@@ -43,7 +52,8 @@ from safemerge.utils.hashing import hash_obj
 from safemerge.utils.progress import make_progress
 
 METRICS = ("harm_rate", "harm_change", "harm_diff", "alignment", "over_refusal", "acc_gen", "acc_mc",
-           "acc_mc_norm", "win_rate", "wrong_language", "unjudged")
+           "acc_mc_norm", "win_rate", "wrong_language", "unjudged", "refusal_rate", "nonanswer_rate", "helpful_rate")
+# the last three only from judges that give a three-class ``answer_class`` (refusal / compliance / nonanswer: rules)
 
 
 @dataclass
@@ -196,7 +206,7 @@ def _lexicon() -> Any:
 def evaluate_model(
     model: Any,
     suite: str | os.PathLike | EvalSuite = "world",
-    judge: str | Judge = "world",
+    judge: str | Judge = AUTO,
     reference: Any = None,
     *,
     tokenizer: Any = None,
@@ -215,11 +225,15 @@ def evaluate_model(
     """Evaluate ``model`` (a model dir, a ``LoadedModel``, ``(model, tokenizer)`` or a model + ``tokenizer=``).
 
     ``suite``: "world", a world dir, a suite YAML or an :class:`EvalSuite`. ``judge``: a registry name
-    ("world", "openai", "llamaguard"; constructor options in ``judge_options``) or a :class:`Judge`.
+    ("world", "rules", "openai", "llamaguard"; constructor options in ``judge_options``), a :class:`Judge`, or
+    "auto" (default): "world" for the built-in world's models, "rules" for real models
+    (:func:`safemerge.evaluate.judges.base.default_judge`).
     ``reference``: None, a model (same forms as ``model``) or an :class:`EvalReport` of the same suite; enables
     harm_change, harm_diff and win_rate. Answers and verdicts are cached under ``cache_dir()/eval``.
     """
     suite_obj = resolve_suite(suite)
+    if judge == AUTO:
+        judge = default_judge((model, tokenizer) if tokenizer is not None else model)
     judge_obj = get_judge(judge, **(judge_options or {}))
     judge_obj.check()
     items = suite_obj.load_items(list(langs) if langs else None, limit)
@@ -270,6 +284,8 @@ def evaluate_model(
         rec["refusal"] = v["refusal"] if v["refusal"] is not None else bool(lex.is_refusal(rec["answer_text"]))
         rec["refusal_source"] = "judge" if v["refusal"] is not None else "lexicon"
         rec["verdict_raw"] = v["raw"]
+        if v.get("answer_class") is not None:
+            rec["answer_class"] = v["answer_class"]
 
     if ref_report is not None:
         _attach_reference(records, items, ref_report, judge_obj, journal, progress, counter)
@@ -350,6 +366,14 @@ def summarize(records: list[dict[str, Any]], n_boot: int = 1000, seed: int = 0) 
         "unjudged": ([r for r in records if r["kind"] in ("harmful", "benign")],
                      lambda r: (float(r.get("unsafe") is None),), mean_stat, ""),
     }
+    if any(r.get("answer_class") is not None for r in records):  # three-class judges only
+        def share(cls: str) -> Callable[[dict[str, Any]], tuple[float, ...] | None]:
+            return lambda r: (float(r["answer_class"] == cls),) if r.get("answer_class") is not None else None
+
+        benign = [r for r in records if r["kind"] == "benign"]
+        specs |= {"refusal_rate": (harmful, share("refusal"), mean_stat, ""),
+                  "nonanswer_rate": (harmful, share("nonanswer"), mean_stat, ""),
+                  "helpful_rate": (benign, share("compliance"), mean_stat, "")}
     langs = sorted({r["lang"] for r in records})
     out: dict[str, dict[str, dict]] = {g: {} for g in [*langs, "all"]}
     for name, (rows, select, stat, undefined) in specs.items():

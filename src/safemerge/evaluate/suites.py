@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from safemerge.errors import ConfigError, InputError, config_error_from_validation
@@ -100,12 +99,11 @@ class EvalSuite(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> EvalSuite:
         p = Path(path)
-        if not p.is_file():
+        if not os.path.isfile(p):  # os.path: pathlib's raises for a name too long
             raise InputError(f"{p}: suite file not found; pass --suite world or a suite YAML path")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]}); fix the file")
+        from safemerge.utils.config import parse_yaml, read_text
+
+        data = parse_yaml(read_text(p, "suite file"), p) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: a suite must be a mapping with name and sets; see docs/evaluation.md")
         data.setdefault("base_dir", str(p.parent.resolve()))
@@ -133,16 +131,21 @@ def _read_rows(spec: EvalSetSpec, base_dir: str | None) -> tuple[list[dict[str, 
         p = Path(spec.path)
         if not p.is_absolute() and base_dir:
             p = Path(base_dir) / p
-        if not p.is_file():
+        if not os.path.isfile(p):  # os.path: pathlib's raises for a name too long
             raise InputError(f"{p}: eval set {spec.name!r} not found; fix its path in the suite")
+        from safemerge.utils.config import read_text
+
         rows = []
-        with open(p, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise InputError(f"{p}:{n}: not valid JSON; fix or remove the line") from None
+        for n, line in enumerate(read_text(p, f"eval set {spec.name!r}").split("\n"), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
+                    raise InputError(f"{p}:{n}: not valid JSON; fix or remove the line") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{p}:{n}: expected a JSON object (one record per line), got "
+                                     f"{type(row).__name__}; fix or remove the line")
+                rows.append(row)
         return rows, str(p)
     import datasets
 
@@ -179,7 +182,11 @@ def _to_items(spec: EvalSetSpec, rows: list[dict[str, Any]], source: str, langs:
             raise InputError(f"{source}: row {n + 1} has an empty or non-text {cols.prompt!r}; fix the data")
         choices = row.get(cols.choices) if cols.choices else None
         answer = row.get(cols.answer) if cols.answer else None
-        if choices is not None and (not isinstance(answer, int) or not 0 <= answer < len(choices)):
+        if choices is not None and not (isinstance(choices, list) and choices):
+            raise InputError(f"{source}: row {n + 1}: {cols.choices!r} must be a non-empty list of answers, got "
+                             f"{type(choices).__name__}; fix the data")
+        if choices is not None and (isinstance(answer, bool) or not isinstance(answer, int)
+                                    or not 0 <= answer < len(choices)):
             raise InputError(f"{source}: row {n + 1} has choices but answer {answer!r} is not a valid index")
         ref = row.get(cols.reference) if cols.reference else None
         items.append(EvalItem(
@@ -221,7 +228,7 @@ def resolve_suite(suite: str | os.PathLike | EvalSuite) -> EvalSuite:
     if str(suite) == "world":
         return world_suite()
     p = Path(suite)
-    if p.is_dir() and (p / "world.json").is_file():
+    if os.path.isdir(p) and (p / "world.json").is_file():  # os.path: pathlib's raises for a name too long
         return world_suite(p)
     return EvalSuite.from_yaml(p)
 

@@ -15,10 +15,13 @@ if TYPE_CHECKING:
 
 # metric -> (column title, shown as percent)
 COLUMNS: dict[str, tuple[str, bool]] = {
-    "harm_rate": ("harm %", True),
+    "harm_rate": ("harm %", True),  # with a three-class judge (rules): harmful-compliance rate
+    "refusal_rate": ("refusal %", True),  # harmful prompts refused (three-class judges)
+    "nonanswer_rate": ("non-answer %", True),  # harmful prompts given no answer (empty, degenerate, wrong language)
     "harm_change": ("harm chg %", True),
     "alignment": ("align %", True),
     "over_refusal": ("over-ref %", True),
+    "helpful_rate": ("helpful %", True),  # benign prompts answered: refusals and non-answers do not count
     "acc_gen": ("acc gen %", True),
     "acc_mc": ("acc MC %", True),
     "win_rate": ("win %", True),

@@ -94,6 +94,8 @@ class MergeConfig(_Strict):
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{source}:{where} malformed YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        except RecursionError:  # PyYAML recurses once per nesting level
+            raise ConfigError(f"{source}: malformed YAML (nested too deeply to parse); fix the syntax") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a YAML mapping with merge_method and models/slices")
         return validate_config(data, source)
@@ -182,9 +184,11 @@ def load_config(config: str | os.PathLike | dict | MergeConfig) -> MergeConfig:
     if isinstance(config, str) and "\n" in config:
         return MergeConfig.from_text(config)
     path = Path(config)
-    if not path.is_file():
+    if not os.path.isfile(path):  # os.path: pathlib's raises for a name too long
         raise ConfigError(f"{path}: merge config not found; pass the path of a mergekit YAML file")
-    return MergeConfig.from_text(path.read_text(encoding="utf-8"), source=str(path))
+    from safemerge.utils.config import read_text
+
+    return MergeConfig.from_text(read_text(path, "merge config"), source=str(path))
 
 
 def config_text(config: str | os.PathLike | dict | MergeConfig) -> str:
@@ -250,7 +254,7 @@ def coerce(value: Any, kind: ParamKind, where: str = "") -> Any:
                     raise
             raise ValueError
         return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"parameter {where}: {value!r} is not a valid {kind}; give a {kind} value") from None
 
 

@@ -208,9 +208,11 @@ TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenize
 def open_plan(config: Any) -> tuple[MergeConfig, MergePlan]:
     """Parse the config, open every model's headers and build the plan (no tensor data is read)."""
     from safemerge.merge.io import open_source
+    from safemerge.merge.plan import check_parameter_values
     from safemerge.merge.vocab import prepare_vocab
 
     cfg = load_config(config)
+    check_parameter_values(cfg)  # before any model is opened; build_plan checks again (cheap)
     sources = {ref: open_source(ref) for ref in cfg.referenced_models()}
     vocab = prepare_vocab(cfg, sources)
     plan = build_plan(cfg, sources, vocab_rows=vocab.rows if vocab else None)
@@ -276,6 +278,7 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
 
     from safemerge.merge.card import model_card
     from safemerge.merge.config import ModelRef, config_text
+    from safemerge.merge.io import files_dir
     from safemerge.merge.writer import ShardedWriter, parse_size
     from safemerge.utils.atomic import atomic_dir, make_readable
     from safemerge.utils.progress import make_progress
@@ -313,11 +316,11 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
                 writer.abort()
         writer.close()
         (tmp / "config.json").write_text(json.dumps(out_cfg, indent=2, sort_keys=True) + "\n")
-        donor_dir = getattr(donor, "path", None)
+        donor_dir = files_dir(donor)
         if donor_dir is not None:
             _copy_files(donor_dir, tmp, ("generation_config.json",))
         if copy_tokenizer or tok_choice is not None:
-            tok_dir = getattr(tok_source, "path", None)
+            tok_dir = files_dir(tok_source)
             if tok_dir is None:
                 tok_dir = ModelRef.parse(tok_source.label).path
             _copy_files(tok_dir, tmp, TOKENIZER_FILES)

@@ -8,6 +8,8 @@ validated before any weight is read) and ``get(name)`` to read one tensor. Imple
   safetensors tensors are read with positioned reads (``os.preadv``) straight into a fresh tensor, never through a
   long-lived memory map: file pages stay in the page cache (not in the process's RSS), so resident memory is the
   interpreter plus the tensors in flight, which ``--max-memory`` bounds;
+- :class:`GGUFSource`: a llama.cpp ``.gguf`` file, each tensor dequantized (and un-permuted) when it is read, from a
+  memory map (:mod:`safemerge.utils.gguf`); its config/tokenizer/generation config come from a cached files dir;
 - :class:`safemerge.merge.lora.LoraSource`: a base checkpoint with a PEFT LoRA adapter applied on read;
 - :class:`DictSource`: an in-memory state dict (used by :func:`safemerge.merge.merge_state_dicts`).
 """
@@ -85,7 +87,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: {what} not found; check the model path") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise InputError(f"{path}: {what} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); "
                          "re-download or re-save the model") from None
     if not isinstance(data, dict):
@@ -99,7 +101,7 @@ class CheckpointSource:
     def __init__(self, path: str | Path, label: str | None = None):
         self.path = Path(path)
         self.label = label or str(path)
-        if not self.path.is_dir():
+        if not os.path.isdir(self.path):  # os.path: pathlib's raises for a name too long
             raise InputError(f"{self.path}: model directory not found; check the path in the merge config")
         self._spans: dict[str, tuple[int, int]] = {}  # safetensors tensor -> (absolute file offset, nbytes)
         self._bin: dict[Path, dict[str, torch.Tensor]] = {}
@@ -135,6 +137,10 @@ class CheckpointSource:
         weight_map = read_json(index, "shard index").get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise InputError(f"{index}: no 'weight_map' in the shard index; re-download or re-save the model")
+        bad = next((k for k, v in weight_map.items() if not isinstance(v, str) or not v), None)
+        if bad is not None:
+            raise InputError(f"{index}: weight_map[{bad!r}] is {weight_map[bad]!r}, not a shard file name; "
+                             "re-download or re-save the model")
         shards = sorted(set(weight_map.values()))
         for shard in shards:
             file = self.path / shard
@@ -234,13 +240,65 @@ def read_into(file: Path, offset: int, buf: Any) -> None:
         os.close(fd)
 
 
+class GGUFSource:
+    """A GGUF file: Hugging Face tensor names and shapes from its header, each tensor dequantized to float32 on read.
+
+    ``path`` is the file (named in errors); ``files_dir`` holds the clean config.json, generation config and
+    tokenizer that ``safemerge convert`` would write (built once per file content, cached), which the merge copies.
+    """
+
+    def __init__(self, path: str | Path, label: str | None = None):
+        from safemerge.utils.gguf import open_gguf
+
+        self.path = Path(path)
+        self.label = label or str(path)
+        self._model = open_gguf(self.path)
+        self.files_dir = self._model.files_dir
+        self._infos = {n: TensorInfo(shape, torch.float32) for n, shape in self._model.shapes().items()}
+
+    def infos(self) -> dict[str, TensorInfo]:
+        return self._infos
+
+    def get(self, name: str) -> torch.Tensor:
+        return self._model.tensor(name)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self._model.config
+
+
+def files_dir(source: Any) -> Path | None:
+    """The directory holding a source's config / tokenizer / generation config files (a checkpoint dir, or the
+    cached files dir of a GGUF source; through a LoRA source to its base)."""
+    own = getattr(source, "files_dir", None)
+    if own is not None:
+        return Path(own)
+    base = getattr(source, "base", None)
+    if base is not None:
+        return files_dir(base)
+    path = getattr(source, "path", None)
+    return Path(path) if path is not None else None
+
+
+def _open_model(path: str, label: str) -> Any:
+    """A GGUF file streamed tensor by tensor where its architecture allows, else converted once (cached)."""
+    from safemerge.utils.gguf import is_gguf_path, read_header, resolve_model, streamable
+
+    if not is_gguf_path(path):
+        return CheckpointSource(path, label=label)
+    header = read_header(path)
+    if streamable(header):
+        return GGUFSource(path, label=label)
+    return CheckpointSource(resolve_model(path), label=label)
+
+
 def open_source(ref: str) -> TensorSource:
-    """Open ``path`` or ``path+adapter`` (headers only)."""
+    """Open ``path`` (a model dir or a ``.gguf`` file) or ``path+adapter`` (headers only)."""
     from safemerge.merge.config import ModelRef
     from safemerge.merge.lora import LoraSource
 
     parsed = ModelRef.parse(ref)
-    base = CheckpointSource(parsed.path, label=ref)
+    base = _open_model(parsed.path, label=ref)
     if parsed.lora is None:
         return base
     return LoraSource(base, parsed.lora, label=ref)

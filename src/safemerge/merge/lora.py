@@ -12,6 +12,7 @@ delta is computed when the tensor is read and dropped afterwards.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class LoraSource:
         self.base = base
         self.label = label
         self.adapter_dir = Path(adapter_dir)
-        if not self.adapter_dir.is_dir():
+        if not os.path.isdir(self.adapter_dir):  # os.path: pathlib's raises for a name too long
             raise InputError(f"{self.adapter_dir}: adapter directory not found; check 'path+adapter_path' in the config")
         cfg = read_json(self.adapter_dir / "adapter_config.json", "adapter_config.json")
         where = self.adapter_dir / "adapter_config.json"

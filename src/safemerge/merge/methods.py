@@ -8,6 +8,7 @@ aligned with ``tensors``. Inputs are never modified. Random methods draw only fr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -452,8 +453,46 @@ def passthrough(base: Tensor | None, tensors: Sequence[Tensor], *, scale: Sequen
 
 # ------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
+class Range:
+    """The values a numeric parameter may take: ``lo``/``hi`` bounds (``None`` = unbounded), open or closed.
+
+    Every numeric parameter must also be finite (no NaN/Inf)."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, x: object) -> bool:
+        if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+            return False
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return not (self.hi is not None and (x >= self.hi if self.hi_open else x > self.hi))
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        if self.hi is not None:
+            return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return "any finite number"
+
+
+ANY = Range()
+UNIT = Range(0.0, 1.0)  # a fraction: mergekit clamps values outside (density 1.7 acts as 1), so they are errors
+NON_NEGATIVE = Range(0.0)
+
+
+@dataclass(frozen=True)
 class ParamSpec:
-    """One mergekit YAML parameter of a method."""
+    """One mergekit YAML parameter of a method, with the facts that validate it before any tensor is read.
+
+    ``kind`` is the scalar type (``float``/``int``/``bool``/``str``; :func:`_p` derives it from ``default``),
+    ``range`` the allowed numeric values (see :class:`Range`), ``nullable`` whether ``null`` is allowed (it means
+    "unset"), ``meaning`` what the parameter does and what values outside the usual range mean (docs/methods.md).
+    """
 
     name: str
     per_model: bool
@@ -461,6 +500,24 @@ class ParamSpec:
     required: bool = False
     extension: bool = False  # a safemerge option mergekit 0.1.5 does not know
     choices: tuple[str, ...] | None = None  # the allowed values of a string option
+    kind: str = "str"  # float | int | bool | str
+    range: Range = ANY
+    nullable: bool = False
+    meaning: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` (already coerced to :attr:`kind`) is not allowed, or ``None``."""
+        if value is None:
+            return None if self.nullable else "must be given a value (null is not allowed)"
+        if self.kind in ("float", "int"):
+            if value not in self.range:
+                r = self.range
+                want = ("a finite number" if r == ANY else f"a number in {r}" if r.lo is not None and r.hi is not None
+                        else f"a number {r}")
+                return f"must be {want}, got {value!r}" + (f" ({self.meaning})" if self.meaning and r != ANY else "")
+        elif self.choices is not None and value not in self.choices:
+            return f"must be one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -480,6 +537,15 @@ class MethodSpec:
     params: tuple[ParamSpec, ...]
     random: bool
     base_policy: BasePolicy = "required"
+    # joint constraints on one tensor's resolved values: (per-model params, shared params) -> problem or None
+    constraints: tuple[Callable[[Sequence[Mapping[str, Any]], Mapping[str, Any]], str | None], ...] = ()
+
+    def problem(self, per_model: Sequence[Mapping[str, Any]], global_params: Mapping[str, Any]) -> str | None:
+        """The first violated joint constraint for one tensor's resolved parameters, or ``None``."""
+        for check in self.constraints:
+            if (msg := check(per_model, global_params)) is not None:
+                return msg
+        return None
 
     def param(self, name: str) -> ParamSpec:
         for p in self.params:
@@ -540,39 +606,85 @@ class MethodSpec:
 
 
 def _p(name: str, default: Any = None, *, per_model: bool = False, required: bool = False,
-       extension: bool = False, choices: tuple[str, ...] | None = None) -> ParamSpec:
-    return ParamSpec(name, per_model, default, required, extension, choices)
+       extension: bool = False, choices: tuple[str, ...] | None = None, kind: str | None = None,
+       range: Range = ANY, nullable: bool = False, meaning: str = "") -> ParamSpec:  # noqa: A002
+    if kind is None:
+        kind = ("bool" if isinstance(default, bool) else "int" if isinstance(default, int)
+                else "float" if isinstance(default, float) else "str")
+    return ParamSpec(name, per_model, default, required, extension, choices, kind, range, nullable, meaning)
 
 
-_WEIGHT = _p("weight", per_model=True, required=True)
+def _weight_sum_nonzero(flag: str, min_models: int) -> Callable[[Sequence[Mapping[str, Any]], Mapping[str, Any]],
+                                                                  str | None]:
+    """``flag`` (normalize / normalize_weights) divides by the sum of the weights (from ``min_models`` models on):
+    the sum must not be ~0."""
+    def check(per_model: Sequence[Mapping[str, Any]], shared: Mapping[str, Any]) -> str | None:
+        weights = [p.get("weight", shared.get("weight")) for p in per_model]
+        if shared.get(flag, True) and len(weights) >= min_models and all(isinstance(w, (int, float)) for w in weights) \
+                and abs(sum(weights)) < 1e-8:
+            return (f"the weights {weights} sum to 0 and {flag}: true divides by their sum (the result would be "
+                    f"Inf/NaN); change the weights or set {flag}: false")
+        return None
+    return check
+
+
+def _della_band(per_model: Sequence[Mapping[str, Any]], shared: Mapping[str, Any]) -> str | None:
+    """DELLA keeps entries with probabilities in [density - epsilon, density + epsilon]: inside (0, 1)."""
+    for p in per_model:
+        density, epsilon = p.get("density", shared.get("density", 1.0)), p.get("epsilon", shared.get("epsilon", 0.15))
+        if 0 < density < 1 and not (density - epsilon > 0 and density + epsilon < 1):
+            return (f"density={density:g}, epsilon={epsilon:g}: DELLA needs density - epsilon > 0 and "
+                    "density + epsilon < 1; lower epsilon or change density")
+    return None
+
+
+_WEIGHT = _p("weight", per_model=True, required=True, kind="float",
+             meaning="negative weights subtract a model's delta, weights above 1 amplify it, as in mergekit")
 _TIE = _p("tie_break", "mergekit", extension=True, choices=("mergekit", "index"))
 # DELLA's output cannot equal mergekit's file anyway (its random stream is seeded per tensor, see the engine), so
 # its default ranks equal magnitudes by index (O(n) radix sort); "mergekit" gives mergekit's exact per-tensor masks
 _TIE_DELLA = _p("tie_break", "index", extension=True, choices=("mergekit", "index"))
 _RESCALE_MODE = _p("rescale_mode", "l1", extension=True, choices=("l1", "inverse_p"))
+_DENSITY = _p("density", 1.0, per_model=True, range=UNIT,
+              meaning="the fraction of each delta kept: 0 keeps none (the base), 1 keeps all")
+_LAMBDA = _p("lambda", 1.0, meaning="scales the merged delta: 0 gives the base, negative reverses it, as in mergekit")
 
 
 def _gta(normalize: bool, rescale: bool, *extra: ParamSpec) -> tuple[ParamSpec, ...]:
-    return (_p("int8_mask", False), _p("normalize", normalize), _p("rescale", rescale), _p("lambda", 1.0),
-            _WEIGHT, _p("density", 1.0, per_model=True), *extra)
+    return (_p("int8_mask", False), _p("normalize", normalize), _p("rescale", rescale), _LAMBDA,
+            _WEIGHT, _DENSITY, *extra)
 
 
-_GAMMA = _p("gamma", 0.01, per_model=True)
-_EPSILON = _p("epsilon", 0.15, per_model=True)
+_GAMMA = _p("gamma", 0.01, per_model=True, range=UNIT, meaning="the fraction of largest-magnitude entries dropped")
+_EPSILON = _p("epsilon", 0.15, per_model=True, range=Range(0.0, 0.5, hi_open=True),
+              meaning="half-width of DELLA's keep-probability band around density")
+_SLERP_T = _p("t", required=True, kind="float",
+              meaning="0 gives the base, 1 the other model; outside [0, 1] SLERP extrapolates along the arc, "
+                      "as in mergekit")
+_NEARSWAP_T = _p("t", required=True, kind="float", range=NON_NEGATIVE,
+                 meaning="the distance below which the other model's value is taken; negative would always give "
+                         "the base")
 
 
 def _spec(name: str, fn: Callable[..., Tensor], base: BasePolicy, lo: int, hi: int | None,
-          params: tuple[ParamSpec, ...], random: bool = False) -> MethodSpec:
-    return MethodSpec(name, fn, base == "required", lo, hi, params, random, base)
+          params: tuple[ParamSpec, ...], random: bool = False,
+          constraints: tuple[Callable[..., str | None], ...] = ()) -> MethodSpec:
+    return MethodSpec(name, fn, base == "required", lo, hi, params, random, base, constraints)
 
 
 METHODS: dict[str, MethodSpec] = {s.name: s for s in (
-    _spec("linear", linear, "ignored", 1, None, (_WEIGHT, _p("normalize", True))),
-    _spec("slerp", slerp, "required", 1, 1, (_p("t", required=True),)),
+    _spec("linear", linear, "ignored", 1, None, (_WEIGHT, _p("normalize", True)),
+          constraints=(_weight_sum_nonzero("normalize", 1),)),
+    _spec("slerp", slerp, "required", 1, 1, (_SLERP_T,)),
     _spec("nuslerp", nuslerp, "optional", 2, 2,
           (_WEIGHT, _p("nuslerp_row_wise", False), _p("nuslerp_flatten", True))),
-    _spec("multislerp", multislerp, "optional", 1, None, (_WEIGHT, _p("normalize_weights", True), _p("eps", 1e-8))),
-    _spec("karcher", karcher, "ignored", 1, None, (_p("max_iter", 10), _p("tol", 1e-5))),
+    _spec("multislerp", multislerp, "optional", 1, None,
+          (_WEIGHT, _p("normalize_weights", True),
+           _p("eps", 1e-8, range=Range(0.0, lo_open=True), meaning="a division guard; 0 divides by zero")),
+          constraints=(_weight_sum_nonzero("normalize_weights", 2),)),
+    _spec("karcher", karcher, "ignored", 1, None,
+          (_p("max_iter", 10, range=NON_NEGATIVE, meaning="iterations of the mean's refinement"),
+           _p("tol", 1e-5, range=NON_NEGATIVE, meaning="the convergence tolerance"))),
     _spec("task_arithmetic", task_arithmetic, "required", 0, None, _gta(False, False)),
     _spec("ties", ties, "required", 0, None, _gta(True, False, _TIE)),
     _spec("dare_linear", dare_linear, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
@@ -580,13 +692,17 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     _spec("breadcrumbs", breadcrumbs, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
     _spec("breadcrumbs_ties", breadcrumbs_ties, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
     _spec("della", della, "required", 0, None, _gta(True, True, _EPSILON, _RESCALE_MODE, _TIE_DELLA),
-          random=True),
+          random=True, constraints=(_della_band,)),
     _spec("della_linear", della_linear, "required", 0, None, _gta(False, True, _EPSILON, _RESCALE_MODE, _TIE_DELLA),
-          random=True),
-    _spec("sce", sce, "required", 0, None, (_p("int8_mask", False), _p("select_topk", 1.0))),
+          random=True, constraints=(_della_band,)),
+    _spec("sce", sce, "required", 0, None,
+          (_p("int8_mask", False),
+           _p("select_topk", 1.0, range=UNIT, meaning="the fraction of highest-variance entries kept"))),
     _spec("model_stock", model_stock, "required", 2, None, (_p("filter_wise", False),)),
-    _spec("nearswap", nearswap, "required", 1, 1, (_p("t", required=True),)),
-    _spec("passthrough", passthrough, "ignored", 1, 1, (_p("scale", per_model=True),)),
+    _spec("nearswap", nearswap, "required", 1, 1, (_NEARSWAP_T,)),
+    _spec("passthrough", passthrough, "ignored", 1, 1,
+          (_p("scale", per_model=True, kind="float", nullable=True,
+              meaning="multiplies the tensor (negative flips its sign); null leaves it unchanged"),)),
 )}
 
 

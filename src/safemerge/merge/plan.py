@@ -24,10 +24,11 @@ import torch
 
 from safemerge.errors import ConfigError, InputError
 from safemerge.merge.config import (
+    ConditionalParameter,
     MergeConfig,
     Parameters,
+    coerce,
     did_you_mean,
-    kind_of,
     resolve_parameter,
 )
 from safemerge.merge.io import TensorInfo, TensorSource
@@ -147,18 +148,86 @@ def _slices(cfg: MergeConfig, sources: dict[str, TensorSource]) -> list[_Slice]:
     return out
 
 
-def _check_parameter_names(cfg: MergeConfig, method: Any) -> None:
-    known = {p.name for p in method.params}
+def _parameter_scopes(cfg: MergeConfig) -> list[tuple[str, Parameters | None]]:
+    """Every ``parameters`` block of the recipe with where it is (naming the model of per-model blocks)."""
     scopes: list[tuple[str, Parameters | None]] = [("parameters", cfg.parameters)]
-    scopes += [(f"models[{i}].parameters", m.parameters) for i, m in enumerate(cfg.models or [])]
+    scopes += [(f"models[{i}] ({m.model}) parameters", m.parameters) for i, m in enumerate(cfg.models or [])]
     for i, s in enumerate(cfg.slices or []):
         scopes.append((f"slices[{i}].parameters", s.parameters))
-        scopes += [(f"slices[{i}].sources[{j}].parameters", src.parameters) for j, src in enumerate(s.sources)]
-    for where, params in scopes:
+        scopes += [(f"slices[{i}].sources[{j}] ({src.model}) parameters", src.parameters)
+                   for j, src in enumerate(s.sources)]
+    return scopes
+
+
+def _check_parameter_names(cfg: MergeConfig, method: Any) -> None:
+    known = {p.name for p in method.params}
+    for where, params in _parameter_scopes(cfg):
         for key in params or {}:
             if key not in known:
                 raise ConfigError(f"{where}: unknown parameter {key!r} for merge_method {cfg.merge_method!r}"
                                   f"{did_you_mean(key, known)}; known: {', '.join(sorted(known)) or 'none'}")
+
+
+def _setting_scalars(setting: Any) -> list[Any]:
+    """The scalar values written in one parameter setting (scalar, gradient list, conditionals), in order."""
+    if isinstance(setting, ConditionalParameter):
+        return _setting_scalars(setting.value)
+    if isinstance(setting, list):
+        return [v for item in setting for v in _setting_scalars(item)]
+    return [setting]
+
+
+def check_parameter_values(cfg: MergeConfig, method: Any | None = None) -> None:
+    """Type- and range-check every value of every method parameter at every level of the recipe (the facts are
+    in the method registry: :class:`safemerge.merge.methods.ParamSpec`); one-line :class:`ConfigError` naming the
+    block (and model), the key and the allowed values. Gradient values interpolate between the listed anchors, so
+    checking the anchors checks every interpolated value. Reads no tensor."""
+    method = method if method is not None else get_method_spec(cfg.merge_method)
+    specs = {p.name: p for p in method.params}
+    for where, params in _parameter_scopes(cfg):
+        for key, setting in (params or {}).items():
+            spec = specs.get(key)
+            if spec is None:
+                continue  # reported by _check_parameter_names
+            values = _setting_scalars(setting)
+            if isinstance(setting, list) and not values:
+                raise ConfigError(f"{where}: {key} is an empty list; give a value or a gradient list of values")
+            for value in values:
+                try:
+                    value = coerce(value, spec.kind)  # type: ignore[arg-type]
+                except ConfigError:
+                    raise ConfigError(f"{where}: {key} = {value!r} is not a {_KIND_WORDS[spec.kind]}; "
+                                      f"give a {_KIND_WORDS[spec.kind]} (merge_method {method.name})") from None
+                if (problem := spec.problem(value)) is not None:
+                    raise ConfigError(f"{where}: {key} {problem}; fix that value (merge_method {method.name}, "
+                                      "see docs/merge.md)")
+
+
+_KIND_WORDS = {"float": "number", "int": "whole number", "bool": "boolean (true/false)", "str": "string"}
+
+
+def _check_architectures(cfg: MergeConfig, sources: dict[str, TensorSource]) -> None:
+    """Every input's config.json parses (one-line error naming the file otherwise) and names the architecture of
+    the base (or, without a base, of the first model): mergekit refuses to mix architectures too."""
+    ref = cfg.base_model or cfg.referenced_models()[0]
+    configs = {label: sources[label].config for label in cfg.referenced_models() if label in sources}
+
+    def arch(c: dict[str, Any]) -> tuple[str, Any]:
+        if isinstance(c.get("architectures"), list) and c["architectures"]:
+            return "architectures", tuple(c["architectures"])
+        return "model_type", c.get("model_type")
+
+    def show(v: Any) -> str:
+        return ", ".join(v) if isinstance(v, tuple) else str(v)
+
+    want_key, want = arch(configs.get(ref, {}))
+    for label, c in configs.items():
+        key, got = arch(c)
+        if label == ref or want is None or got is None or key != want_key or got == want:
+            continue
+        where = getattr(sources[label], "path", label)
+        raise InputError(f"{where}: config.json {key} {show(got)} differs from {show(want)} of {ref} "
+                         f"({'the base' if cfg.base_model else 'the first model'}); merge models of one architecture")
 
 
 def separate_base(method: Any, base: str | None) -> bool:
@@ -193,7 +262,7 @@ def _resolve(method: Any, cfg: MergeConfig, sl: _Slice, out_name: str, in_names:
     for p in method.params:
         if p.per_model:
             continue
-        found, value = resolve_parameter(p.name, shared_scopes, out_name, t, kind_of(p.default))
+        found, value = resolve_parameter(p.name, shared_scopes, out_name, t, p.kind)
         if not found and p.required:
             raise ConfigError(f"parameters: missing required parameter {p.name!r} (tensor {out_name}); "
                               f"add '{p.name}: <value>' under parameters")
@@ -205,7 +274,7 @@ def _resolve(method: Any, cfg: MergeConfig, sl: _Slice, out_name: str, in_names:
         for p in method.params:
             if not p.per_model:
                 continue
-            found, value = resolve_parameter(p.name, scopes, in_names[model], t, kind_of(p.default))
+            found, value = resolve_parameter(p.name, scopes, in_names[model], t, p.kind)
             if not found and p.required:
                 raise ConfigError(f"model {model}: missing required parameter {p.name!r} (tensor {in_names[model]}); "
                                   f"add '{p.name}: <value>' under that model's parameters or the global parameters")
@@ -215,9 +284,8 @@ def _resolve(method: Any, cfg: MergeConfig, sl: _Slice, out_name: str, in_names:
 
 
 def _checked(p: Any, value: Any, where: str) -> Any:
-    if p.choices is not None and value not in p.choices:
-        raise ConfigError(f"{where}: {p.name} must be one of {', '.join(map(repr, p.choices))}, got {value!r}; "
-                          "fix that value")
+    if (problem := p.problem(value)) is not None:
+        raise ConfigError(f"{where}: {p.name} {problem}; fix that value")
     return value
 
 
@@ -243,9 +311,11 @@ def build_plan(cfg: MergeConfig, sources: dict[str, TensorSource], vocab_rows: i
     """Validate everything that can be validated from headers and return the per-tensor plan."""
     method = get_method_spec(cfg.merge_method)
     _check_parameter_names(cfg, method)
+    check_parameter_values(cfg, method)
     for ref in cfg.referenced_models():
         if ref not in sources:
             raise InputError(f"model {ref!r} is referenced in the config but was not given")
+    _check_architectures(cfg, sources)
     slices = _slices(cfg, sources)
     for i, sl in enumerate(slices):
         _check_counts(cfg, method, sl, "models" if cfg.models else f"slices[{i}]")
@@ -268,6 +338,9 @@ def build_plan(cfg: MergeConfig, sources: dict[str, TensorSource], vocab_rows: i
             detail = ", ".join(f"{m}: {list(s)}" for m, s in shapes.items())
             raise InputError(f"tensor {name!r} has different shapes ({detail}){_vocab_hint(cfg, name)}")
         per_model, shared = _resolve(method, cfg, sl, name, in_names, t, others)
+        if (problem := method.problem(per_model, shared)) is not None:
+            raise ConfigError(f"merge_method {method.name}: {problem} (tensor {name}, models "
+                              f"{', '.join(others)}); see docs/merge.md")
         dtypes = [compute or i.dtype for i in infos.values()]
         promoted = dtypes[0]
         for d in dtypes[1:]:

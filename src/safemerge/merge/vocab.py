@@ -15,13 +15,13 @@ import torch
 
 from safemerge.errors import ConfigError, InputError
 from safemerge.merge.config import MergeConfig, ModelRef
-from safemerge.merge.io import TensorSource
+from safemerge.merge.io import TensorSource, files_dir
 
 
 def tokenizer_vocab(label: str, source: TensorSource) -> dict[str, int]:
     from transformers import AutoTokenizer
 
-    path = getattr(source, "path", None) or ModelRef.parse(label).path
+    path = files_dir(source) or ModelRef.parse(label).path
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # noqa: BLE001 - any loading failure means the tokenizer files are unusable

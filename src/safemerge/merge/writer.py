@@ -30,7 +30,10 @@ def parse_size(value: str | int | None, option: str = "--max-shard-size") -> int
     unit = m.group(2).upper() if m else ""
     if not m or unit not in _UNITS:
         raise ConfigError(f"{option}: cannot parse size {value!r}; use e.g. 5GB, 500MB, 2GiB or a byte count")
-    size = int(float(m.group(1)) * _UNITS[unit])
+    try:  # the pattern lets through "." and "1.2.3" (ValueError) and "1e999" (inf: OverflowError)
+        size = int(float(m.group(1)) * _UNITS[unit])
+    except (ValueError, OverflowError):
+        raise ConfigError(f"{option}: cannot parse size {value!r}; use e.g. 5GB, 500MB, 2GiB or a byte count") from None
     if size <= 0:
         raise ConfigError(f"{option}: size must be positive, got {value!r}")
     return size

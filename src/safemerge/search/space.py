@@ -171,6 +171,7 @@ def build_space(spec: SearchSpec, info: MethodInfo | None = None) -> SearchSpace
         if bad:
             raise ConfigError(f"space.{key}: method {info.name!r} has no parameter(s) {bad}; "
                               f"choose from {sorted(allowed) or ['(none)']}")
+    _check_values(info.name, spec)
     given = set(spec.space.params) | set(spec.space.fixed)
     for p, default in {**info.model_params, **info.global_params}.items():
         required = default is None
@@ -185,6 +186,26 @@ def build_space(spec: SearchSpec, info: MethodInfo | None = None) -> SearchSpace
                        genes=tuple(genes),
                        layer_groups=spec.space.layer_groups, fixed=dict(spec.space.fixed),
                        model_fixed=dict(spec.space.model_fixed), dtype=spec.output.dtype)
+
+
+def _check_values(method: str, spec: Any) -> None:
+    """Searched bounds and fixed values lie in the parameters' ranges (the merge registry's facts), so that no
+    candidate fails the merge's validation after the pool is loaded."""
+    from safemerge.merge.config import coerce
+    from safemerge.merge.methods import METHODS
+
+    params = {p.name: p for p in METHODS[method].params}
+    for name in spec.space.params:
+        p, (lo, hi) = params[name], spec.space.bound(name)
+        if p.kind in ("float", "int") and (lo not in p.range or hi not in p.range):
+            raise ConfigError(f"space.bounds.{name}: [{lo:g}, {hi:g}] leaves the range {p.range} of {name!r} for "
+                              f"method {method!r}; narrow the bounds")
+    for key, values in (("fixed", spec.space.fixed), ("model_fixed", spec.space.model_fixed)):
+        for name, value in values.items():
+            for v in value if isinstance(value, list) else [value]:
+                kind: Any = params[name].kind
+                if (problem := params[name].problem(coerce(v, kind, f"space.{key}.{name}"))) is not None:
+                    raise ConfigError(f"space.{key}.{name} {problem}; fix that value (method {method!r})")
 
 
 def with_paths(cfg: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:

@@ -39,9 +39,9 @@ class _Strict(BaseModel):
 
 
 class PoolModel(_Strict):
-    """One model of the merge pool: a local HF model folder or a hub id."""
+    """One model of the merge pool: a local HF model folder, a hub id or a .gguf file."""
 
-    model: str = Field(description="local HF model folder or hub id")
+    model: str = Field(description="local HF model folder, hub id or .gguf file (dequantized once, cached)")
     name: str | None = Field(None, description="short unique name (default: the folder's name)")
 
     @field_validator("name")
@@ -91,7 +91,8 @@ class ExtraTerm(_Strict):
                                                           "weight for alignment/acc_*)")
     weight: float = 1.0
     suite: str = "world"
-    judge: str = "world"
+    judge: str = Field("auto", description="auto (world for the world's models, rules for real models), world, "
+                                           "rules, openai or llamaguard")
     limit: int | None = Field(8, ge=1, description="prompts per language to evaluate (keep small)")
 
 
@@ -199,21 +200,25 @@ def _default_name(model: str, i: int) -> str:
 
 def _resolve(p: str, root: Path) -> str:
     cand = root / p
-    if not Path(p).is_absolute() and cand.exists():
+    if not Path(p).is_absolute() and os.path.exists(cand):  # os.path: pathlib's raises for a name too long
         return str(cand.resolve())
-    if Path(p).exists():
+    if os.path.exists(p):
         return str(Path(p).resolve())
     return p
 
 
 def load_spec(source: str | os.PathLike | dict[str, Any]) -> SearchSpec:
     """Parse and validate a spec (YAML path or dict); resolve relative paths against the spec's folder."""
+    from safemerge.utils.gguf import resolve_model
+
     spec, root = load_spec_model(source, SearchSpec, "search spec", "pool, method, space, objective, ...")
-    pool = [p.model_copy(update={"model": _resolve(p.model, root), "name": p.name or _default_name(p.model, i)})
+    # a .gguf pool/base model -> its converted (cached) HF dir; a dir with a quantization_config is refused
+    pool = [p.model_copy(update={"model": resolve_model(_resolve(p.model, root)),
+                                 "name": p.name or _default_name(p.model, i)})
             for i, p in enumerate(spec.pool)]
     base = spec.base_model
     if base is not None and base not in spec.names():
-        base = _resolve(base, root)
+        base = resolve_model(_resolve(base, root))
     obj = spec.objective.model_copy(update={
         "safety": [_resolve(p, root) for p in spec.objective.safety],
         "domain": [_resolve(p, root) for p in spec.objective.domain],
@@ -229,7 +234,7 @@ def load_spec(source: str | os.PathLike | dict[str, Any]) -> SearchSpec:
 def _read_config_json(location: str, key: str) -> dict[str, Any]:
     """A pool model's config.json (local folder, or the HF cache for a hub id)."""
     local = Path(location) / "config.json"
-    if local.is_file():
+    if os.path.isfile(local):  # os.path: pathlib's raises for a name too long
         return json.loads(local.read_text())
     try:
         from transformers import AutoConfig
@@ -265,7 +270,7 @@ def check_pool_architectures(spec: SearchSpec) -> int:
 def read_examples(path: str, max_examples: int | None = None, need_lang: bool = False) -> list[dict[str, Any]]:
     """Read an objective dataset: JSONL rows with ``prompt`` + ``completion`` (or a chat ``messages`` list)."""
     p = Path(path)
-    if not p.is_file():
+    if not os.path.isfile(p):
         raise InputError(f"{path}: objective dataset not found; pass a prompt/completion JSONL file")
     rows: list[dict[str, Any]] = []
     per_lang: dict[str, int] = {}

@@ -13,7 +13,7 @@ from safemerge.study.stages import ModelEntry, StudyContext, fingerprint, unit
 from safemerge.utils.hashing import hash_file, hash_obj
 
 METRIC_KEYS = ("harm_rate", "harm_change", "alignment", "over_refusal", "acc_gen", "acc_mc", "win_rate",
-               "wrong_language")
+               "wrong_language", "refusal_rate", "nonanswer_rate", "helpful_rate")  # the last three: rules judge
 
 
 def eval_key_base(ctx: StudyContext) -> dict[str, Any]:

@@ -215,7 +215,8 @@ class EvalSpec(_Strict):
     """How every model is evaluated (against the base as reference)."""
 
     suite: str = Field("world", description="'world' (the world's test split) or a suite path evaluate accepts")
-    judge: str = Field("world", description="world | openai | llamaguard")
+    judge: str = Field("auto", description="auto (world for the world's models, rules for real models) | world | "
+                                           "rules | openai | llamaguard")
     judge_model: str | None = None
     judge_url: str | None = Field(None, description="base URL of an OpenAI-protocol server (e.g. vLLM)")
     limit: int | None = Field(16, ge=1, description="prompts per language and kind (None = all)")
@@ -228,8 +229,9 @@ class StudySpec(_Strict):
     seed: int = 0
     world: WorldSpec | None = Field(default_factory=WorldSpec)
     languages: list[str] = Field(default_factory=lambda: list(LANGS))
-    base: Path | None = Field(None, description="base model dir; default: the world's base")
-    models: dict[str, Path] = Field(default_factory=dict, description="named models you already have")
+    base: Path | None = Field(None, description="base model dir or .gguf file; default: the world's base")
+    models: dict[str, Path] = Field(default_factory=dict, description="named models you already have (dirs or "
+                                    ".gguf files)")
     stages: list[SerializeAsAny[StageSpec]] = Field(default_factory=list)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
@@ -245,7 +247,7 @@ class StudySpec(_Strict):
                 out.append(item)
                 continue
             kind = item.get("kind") if isinstance(item, dict) else None
-            if kind not in STAGE_SPECS:
+            if not isinstance(kind, str) or kind not in STAGE_SPECS:  # (a list or mapping is not hashable)
                 raise ValueError(f"stages[{i}].kind: unknown stage {kind!r}; choose one of {', '.join(STAGE_SPECS)}")
             try:
                 out.append(STAGE_SPECS[kind].model_validate(item))
@@ -341,13 +343,16 @@ def load_spec(path: str | os.PathLike) -> StudySpec:
 
 
 def _resolve_paths(spec: StudySpec, root: Path) -> StudySpec:
+    from safemerge.utils.gguf import resolve_model
+
     def fix(p: Path) -> Path:
         p = p.expanduser()
         return p if p.is_absolute() else (root / p)
 
-    update: dict[str, Any] = {"models": {k: fix(v) for k, v in spec.models.items()}}
+    # model paths: a .gguf file -> its converted (cached) HF dir; a dir with a quantization_config is refused
+    update: dict[str, Any] = {"models": {k: resolve_model(fix(v)) for k, v in spec.models.items()}}
     if spec.base is not None:
-        update["base"] = fix(spec.base)
+        update["base"] = resolve_model(fix(spec.base))
     if spec.world is not None and spec.world.path is not None:
         update["world"] = spec.world.model_copy(update={"path": fix(spec.world.path)})
     if spec.eval.suite != "world":
@@ -362,29 +367,29 @@ def preflight(spec: StudySpec, source: str = "spec") -> None:
     named = dict(spec.models) | ({"base": spec.base} if spec.base is not None else {})
     for name, p in named.items():
         key = "base" if name == "base" else f"models.{name}"
-        if not Path(p).is_dir():
+        if not os.path.isdir(p):  # os.path: pathlib's raises for a name too long
             raise InputError(f"{source}: {key}: model directory {p} does not exist; fix the path or download it")
         if not (Path(p) / "config.json").is_file():
             raise InputError(f"{source}: {key}: {p} has no config.json; point it at a Hugging Face model directory")
-    if spec.world is not None and spec.world.path is not None and not (spec.world.path / "world.json").is_file():
+    if spec.world is not None and spec.world.path is not None and not os.path.isfile(spec.world.path / "world.json"):
         raise InputError(f"{source}: world.path: {spec.world.path} is not a world directory (no world.json)")
     for i, st in enumerate(spec.stages):
         for k in ("safety_data", "domain_data"):
             p = getattr(st, k, None)
-            if p is not None and not Path(p).is_file():
+            if p is not None and not os.path.isfile(p):
                 raise InputError(f"{source}: stages[{i}].{k}: {p} not found; give a prompt/completion JSONL file")
-    from safemerge.evaluate.judges.base import JUDGES
+    from safemerge.evaluate.judges.base import AUTO, JUDGE_CHOICES
 
-    if spec.eval.judge not in JUDGES:
+    if spec.eval.judge not in JUDGE_CHOICES:
         raise InputError(f"{source}: eval.judge: unknown judge {spec.eval.judge!r}; choose one of "
-                         f"{', '.join(sorted(JUDGES))}")
+                         f"{', '.join(sorted(JUDGE_CHOICES))}")
     if spec.eval.suite != "world":
         from safemerge.evaluate.suites import resolve_suite
 
         resolve_suite(spec.eval.suite)  # reads and validates the suite file (no datasets are downloaded)
     if spec.eval.judge == "openai":
         check_judge_reachable(spec.eval.judge_url, source)
-    if spec.eval.judge != "world":
+    if spec.eval.judge not in ("world", AUTO):
         from safemerge.evaluate.judges.base import get_judge
 
         opts = {k: v for k, v in (("model", spec.eval.judge_model), ("base_url", spec.eval.judge_url)) if v}

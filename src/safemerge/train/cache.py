@@ -94,6 +94,33 @@ class _RunLogger:
         return RunLogger()
 
 
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The special token the chat template closes an assistant turn with (``<|im_end|>``, ``<|eot_id|>``,
+    ``<end_of_turn>``, the world's ``<|end|>``), or None when the template ends a turn with plain text."""
+    marker = "SAFEMERGE_END_OF_TURN_PROBE"
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
+                                              {"role": "assistant", "content": marker}], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that rejects this conversation: fall back to the tokenizer's EOS
+        return None
+    if not isinstance(text, str) or marker not in text:
+        return None
+    ids = tokenizer(text[text.rindex(marker) + len(marker):], add_special_tokens=False).input_ids
+    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    return int(ids[0]) if ids and ids[0] in special else None
+
+
+def stop_token_ids(tokenizer: Any, existing: Any = None) -> int | list[int] | None:
+    """EOS ids for a fine-tuned model's generation config: the template's end of turn, the tokenizer's EOS and the
+    model's own ones (``existing``), without repeats; one id stays a plain int."""
+    ids: list[int] = []
+    olds = existing if isinstance(existing, list) else [existing]
+    for i in [end_of_turn_id(tokenizer), tokenizer.eos_token_id, *olds]:
+        if i is not None and int(i) not in ids:
+            ids.append(int(i))
+    return ids[0] if len(ids) == 1 else (ids or None)
+
+
 def _save_model(model: Any, tokenizer: Any, out: Path, lora_save_adapter: bool) -> None:
     """Write the (merged, if LoRA) model, its tokenizer and a generation config that stops at EOS."""
     from peft import PeftModel
@@ -103,7 +130,7 @@ def _save_model(model: Any, tokenizer: Any, out: Path, lora_save_adapter: bool) 
             model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
     gen = model.generation_config
-    gen.eos_token_id = tokenizer.eos_token_id
+    gen.eos_token_id = stop_token_ids(tokenizer, gen.eos_token_id)
     gen.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out, safe_serialization=True)
     gen.save_pretrained(out)
@@ -137,8 +164,12 @@ def cached_train(
     make_trainer: TrainerFactory,
     progress: Any = None,
     force: bool = False,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
-    """Validate inputs, return at once on a cache hit, else train with ``make_trainer`` and write the run."""
+    """Validate inputs, return at once on a cache hit, else train with ``make_trainer`` and write the run.
+
+    ``meta``: extra keys for ``train_config.json`` (e.g. ``size_defaults``, the size band's choices).
+    """
     ref = resolve_model(model)
     data = load_train_data(train_data, "sft" if kind == "sft" else "dpo", config.languages, config.max_examples)
     key = run_key(kind, ref, data, config)
@@ -157,7 +188,8 @@ def cached_train(
         start, cpu_start = time.perf_counter(), time.process_time()
         net = _load_model(ref, config)
         logger = _RunLogger.make(progress, f"{kind} {out.name}")
-        trainer = make_trainer(net, tokenizer, datasets.Dataset.from_list(data.rows), tmp / ".trainer", [logger])
+        trainer = _build_trainer(make_trainer, ref, net, tokenizer, datasets.Dataset.from_list(data.rows),
+                                 tmp / ".trainer", [logger])
         trainer.remove_callback(PrinterCallback)  # our loss log + progress bar replace its stdout dicts
         result = trainer.train()
         _save_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tmp,
@@ -174,11 +206,29 @@ def cached_train(
             "final_loss": losses[-1] if losses else None,
             "train_seconds": round(time.perf_counter() - start, 2),
             "train_cpu_seconds": round(time.process_time() - cpu_start, 2), "versions": _versions(),
+            **(meta or {}),
         })
         make_readable(tmp)
         if not own_progress:
             progress.remove_task(logger.task)
     return out
+
+
+def _build_trainer(make_trainer: TrainerFactory, ref: ModelRef, net: Any, tokenizer: Any, dataset: Any,
+                   trainer_dir: Path, callbacks: list[Any]) -> Any:
+    """``make_trainer(...)``, with TRL / transformers refusing to fine-tune the model (a ``ValueError`` from the
+    trainer's constructor about quantized / non-trainable models: e.g. "You cannot perform fine-tuning on purely
+    quantized models") as a one-line InputError; other errors propagate unchanged."""
+    try:
+        return make_trainer(net, tokenizer, dataset, trainer_dir, callbacks)
+    except ValueError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if not any(word in first.lower() for word in ("quantiz", "fine-tun", "finetun", "trainable", "adapter")):
+            raise
+        first = first.split(". ")[0].rstrip(".")[:160]
+        hint = (f"if its config.json has a quantization_config, write a plain copy with `safemerge convert {ref.name} "
+                "OUT_DIR` and train OUT_DIR") if ref.local else "start from a plain (unquantized) model"
+        raise InputError(f"{ref.name}: the trainer refuses to fine-tune this model ({first}); {hint}") from None
 
 
 @contextmanager

@@ -30,8 +30,14 @@ def _build_config(kind: str, file: Path | None, flags: dict[str, Any], lora: dic
     from safemerge.train.config import DPOConfig, SFTConfig, load_config
 
     data = _config_file(file) | {k: v for k, v in flags.items() if v is not None and v != []}
+    full = lora.pop("full", None)
     lora = {k: v for k, v in lora.items() if v is not None}
-    if lora.get("r") is not None or "lora" in data:
+    if full:
+        if lora:
+            raise InputError(f"--no-lora with {', '.join('--lora-' + k for k in lora)}: choose LoRA or a full "
+                             "fine-tune")
+        data["lora"] = None  # explicit: a full fine-tune even where the model's size band defaults to LoRA
+    elif lora or "lora" in data:
         data["lora"] = (data.get("lora") or {}) | lora
     return load_config(SFTConfig if kind == "sft" else DPOConfig, data, file or "command line")
 
@@ -55,12 +61,21 @@ def register(app: typer.Typer) -> None:
         _quiet()
         cfg = _build_config(kind, config, flags, lora)
         from safemerge.train import train_dpo, train_sft
+        from safemerge.utils.gguf import resolve_model
+
+        model = resolve_model(model)  # a .gguf file -> its converted (cached) dir; quantization_config dirs refused
+        if (Path(model) / "config.json").is_file():  # the settings this run uses (bad inputs: the run reports them)
+            from safemerge.train.presets import describe, with_size_defaults
+
+            sized_cfg, record = with_size_defaults(model, cfg)
+            typer.echo(describe(record, sized_cfg))
 
         fn = train_sft if kind == "sft" else train_dpo
         _print_run(fn(model, data, out, cfg, force=force))
 
     common: dict[str, Any] = dict(
-        model=typer.Option(..., "--model", "-m", help="Starting model: a local HF model dir or a hub id."),
+        model=typer.Option(..., "--model", "-m", help="Starting model: a local HF model dir, a hub id or a .gguf "
+                           "file (dequantized once into a cached HF dir)."),
         data=typer.Option(..., "--data", "-d", help="Training data: a JSONL file or HF dataset id (repeatable)."),
         out=typer.Option(..., "--out", "-o", help="Output model directory (written atomically)."),
         config=typer.Option(None, "--config", "-c", help="YAML/JSON file of settings; flags override it."),
@@ -76,6 +91,8 @@ def register(app: typer.Typer) -> None:
         lora_r=typer.Option(None, "--lora-r", help="Train a LoRA adapter of this rank (merged into the output)."),
         lora_alpha=typer.Option(None, "--lora-alpha", help="LoRA alpha (default 16)."),
         lora_targets=typer.Option(None, "--lora-targets", help="Comma-separated module names, or all-linear."),
+        no_lora=typer.Option(None, "--no-lora", help="Full fine-tune, also where the model's size band "
+                             "defaults to LoRA (models of 10M+ parameters)."),
         save_adapter=typer.Option(None, "--save-adapter/--no-save-adapter", help="Also write the LoRA adapter."),
         threads=typer.Option(None, "--threads", help="torch CPU threads (1 is fastest for tiny models on a busy CPU)."),
         force=typer.Option(False, "--force", help="Retrain even if a finished identical run exists."),
@@ -88,9 +105,10 @@ def register(app: typer.Typer) -> None:
                     max_length=max_length, seed=seed, languages=lang or None, max_examples=max_examples,
                     threads=threads)
 
-    def _lora(r: int | None, alpha: float | None, targets: str | None, save: bool | None) -> dict[str, Any]:
+    def _lora(r: int | None, alpha: float | None, targets: str | None, save: bool | None,
+              full: bool | None = None) -> dict[str, Any]:
         tm: Any = None if targets is None else (targets if targets == "all-linear" else targets.split(","))
-        return dict(r=r, alpha=alpha, target_modules=tm, save_adapter=save)
+        return dict(r=r, alpha=alpha, target_modules=tm, save_adapter=save, full=full)
 
     @train.command("sft")
     def sft_cmd(
@@ -102,12 +120,13 @@ def register(app: typer.Typer) -> None:
         lang: list[str] | None = common["lang"], max_examples: int | None = common["max_examples"],
         lora_r: int | None = common["lora_r"], lora_alpha: float | None = common["lora_alpha"],
         lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
+        no_lora: bool | None = common["no_lora"],
         threads: int | None = common["threads"], force: bool = common["force"],
     ) -> None:
         """Supervised fine-tuning (loss on the assistant reply only, chat template from the tokenizer)."""
         _run("sft", model, data, out, config, force,
              _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads),
-             _lora(lora_r, lora_alpha, lora_targets, save_adapter))
+             _lora(lora_r, lora_alpha, lora_targets, save_adapter, no_lora))
 
     @train.command("dpo")
     def dpo_cmd(
@@ -119,13 +138,14 @@ def register(app: typer.Typer) -> None:
         lang: list[str] | None = common["lang"], max_examples: int | None = common["max_examples"],
         lora_r: int | None = common["lora_r"], lora_alpha: float | None = common["lora_alpha"],
         lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
+        no_lora: bool | None = common["no_lora"],
         beta: float | None = typer.Option(None, "--beta", help="DPO beta (KL strength to the reference)."),
         threads: int | None = common["threads"], force: bool = common["force"],
     ) -> None:
         """Direct preference optimisation (prompt/chosen/rejected); the reference is the starting model."""
         flags = _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads)
         _run("dpo", model, data, out, config, force, flags | {"beta": beta},
-             _lora(lora_r, lora_alpha, lora_targets, save_adapter))
+             _lora(lora_r, lora_alpha, lora_targets, save_adapter, no_lora))
 
     world_opt = typer.Option(None, "--world", "-w", help="World directory (default: the built-in default world).")
     root_opt = typer.Option(Path("experts"), "--out", "-o", help="Root directory of the cached experts.")
@@ -178,14 +198,16 @@ def register(app: typer.Typer) -> None:
 
     @recipe.command("dpo-from")
     def dpo_from_cmd(
-        model: Path = typer.Option(..., "--model", "-m", help="SFT model dir to continue from (e.g. a merge)."),
+        model: Path = typer.Option(..., "--model", "-m", help="SFT model dir (or .gguf file) to continue from "
+                                   "(e.g. a merge)."),
         world: Path | None = world_opt, out: Path = root_opt,
         fraction: float = typer.Option(0.15, "--fraction", "-f", help="Share of safety pairs, in [0, 1]."),
     ) -> None:
         """A DPO stage on top of any SFT model with the world's preference pairs (SFT -> merge -> DPO)."""
         from safemerge.train.recipes import dpo_from
+        from safemerge.utils.gguf import resolve_model
 
-        _print_run(dpo_from(model, _world(world), fraction, out))
+        _print_run(dpo_from(resolve_model(model), _world(world), fraction, out))
 
     @recipe.command("all")
     def all_cmd(world: Path | None = world_opt, out: Path = root_opt) -> None:

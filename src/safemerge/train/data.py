@@ -54,18 +54,21 @@ def _looks_like_path(s: str) -> bool:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Records of a JSONL file; a bad line is reported with its number."""
+    from safemerge.utils.config import read_text
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{i}: invalid JSON ({exc.msg}); fix or remove that line") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{i}: each line must be a JSON object")
-            rows.append(row)
+    for i, line in enumerate(read_text(path, "training data").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{i}: invalid JSON ({exc.msg}); fix or remove that line") from None
+        except RecursionError:
+            raise InputError(f"{path}:{i}: invalid JSON (nested too deeply); fix or remove that line") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{i}: each line must be a JSON object")
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: no records; the file is empty")
     return rows
@@ -74,9 +77,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_source(src: str) -> list[dict[str, Any]]:
     """Records of one local JSONL file (or a directory of them) or a Hugging Face dataset id (split 'train')."""
     path = Path(src).expanduser()
-    if path.is_file():
+    if os.path.isfile(path):  # os.path: pathlib's raises for a name too long
         return read_jsonl(path)
-    if path.is_dir():
+    if os.path.isdir(path):
         files = sorted(path.glob("*.jsonl"))
         if not files:
             raise InputError(f"{path}: directory has no *.jsonl files; pass JSONL files or a dataset id")
@@ -166,7 +169,7 @@ def resolve_model(model: str | os.PathLike) -> ModelRef:
     """Check a model dir (needs config.json) or accept a hub id; no weights are loaded."""
     name = os.fspath(model)
     path = Path(name).expanduser()
-    if path.exists():
+    if os.path.exists(path):  # os.path: pathlib's raises for a name too long
         if not path.is_dir() or not (path / "config.json").is_file():
             raise InputError(f"{path}: no config.json; pass a Hugging Face model directory "
                              "(config.json + weights + tokenizer)")

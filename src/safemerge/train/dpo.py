@@ -10,6 +10,7 @@ from typing import Any
 from safemerge.train.cache import cached_train
 from safemerge.train.config import DPOConfig
 from safemerge.train.data import DataSource
+from safemerge.train.presets import with_size_defaults
 
 
 def build_trainer(config: DPOConfig, net: Any, tokenizer: Any, dataset: Any, trainer_dir: Path,
@@ -40,6 +41,6 @@ def train_dpo(
     The reference log-probabilities are computed once, before training, with the starting weights (for LoRA,
     with the adapter disabled), so no second model copy is kept in memory.
     """
-    config = config or DPOConfig()
+    config, sized = with_size_defaults(model, config or DPOConfig())  # unset settings <- the model's size band
     return cached_train("dpo", model, train_data, out_dir, config, partial(build_trainer, config),
-                        progress=progress, force=force)
+                        progress=progress, force=force, meta={"size_defaults": sized})

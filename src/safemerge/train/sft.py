@@ -10,6 +10,7 @@ from typing import Any
 from safemerge.train.cache import cached_train
 from safemerge.train.config import SFTConfig
 from safemerge.train.data import DataSource
+from safemerge.train.presets import with_size_defaults
 
 
 @cache
@@ -59,6 +60,6 @@ def train_sft(
     A finished run with the same model, data and config is returned without training (``force`` retrains).
     ``progress``: an open rich Progress to add this run's bar to (default: its own bar).
     """
-    config = config or SFTConfig()
+    config, sized = with_size_defaults(model, config or SFTConfig())  # unset settings <- the model's size band
     return cached_train("sft", model, train_data, out_dir, config, partial(build_trainer, config),
-                        progress=progress, force=force)
+                        progress=progress, force=force, meta={"size_defaults": sized})

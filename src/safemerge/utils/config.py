@@ -16,18 +16,37 @@ from safemerge.errors import ConfigError, InputError, config_error_from_validati
 M = TypeVar("M", bound=BaseModel)
 
 
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of the UTF-8 file ``path`` (a leading byte-order mark dropped); a one-line :class:`InputError`
+    naming the file and the first bad byte when it is not UTF-8 (binary data, another encoding)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: {what} is not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); save it as UTF-8") from None
+
+
+def parse_yaml(text: str, source: str | os.PathLike) -> Any:
+    """``yaml.safe_load(text)``; one-line :class:`ConfigError` naming ``source`` for malformed YAML and for
+    nesting too deep to parse (PyYAML recurses per level)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML (nested too deeply to parse); fix the file") from None
+
+
 def read_yaml_mapping(path: str | os.PathLike, what: str, keys_hint: str) -> dict[str, Any]:
     """The top-level mapping of the YAML file ``path``; one-line errors name the file and the fix.
 
     ``what`` names the file in errors ("search spec"); ``keys_hint`` lists the top-level keys a user should write.
     """
     path = Path(path)
-    if not path.is_file():
+    if not os.path.isfile(path):  # os.path: pathlib's raises for a name too long
         raise InputError(f"{path}: {what} not found; pass the path of a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())}); fix the syntax") from None
+    raw = parse_yaml(read_text(path, what), path) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level ({keys_hint})")
     return raw
@@ -59,10 +78,11 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     A line that is not valid JSON raises a one-line :class:`InputError` naming ``path:line``; the caller checks
     that the file exists and what each value must hold.
     """
-    for ln, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    # split on "\n" only: str.splitlines() also splits at U+2028, U+0085, ... which JSON strings may hold raw
+    for ln, line in enumerate(read_text(path, "JSONL file").split("\n"), 1):
         if not line.strip():
             continue
         try:
             yield ln, json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deeply
             raise InputError(f"{path}:{ln}: not valid JSON; one JSON object per line") from None

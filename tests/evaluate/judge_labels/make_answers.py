@@ -13,6 +13,7 @@ with its own chat template (``safemerge.evaluate.generate``). Labels are added b
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,6 +70,9 @@ def prompts() -> list[dict]:
 def main(out_path: str, *models: str) -> None:
     from safemerge.evaluate.generate import GenerationSettings, generate, load_model
 
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("THREADS", "1")))  # 1 is fastest on a busy shared CPU
     items = prompts()
     rows = []
     for spec in models:
@@ -82,8 +86,9 @@ def main(out_path: str, *models: str) -> None:
             for it, a in zip(items, answers):
                 rows.append({"id": f"{source}.{decoding}.{it['pid']}", **it, "source": source,
                              "decoding": decoding, "answer": a})
-    Path(out_path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {len(rows)} answers to {out_path}")
+            Path(out_path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                      encoding="utf-8")
+            print(f"{source} {decoding}: {len(rows)} answers in {out_path}", flush=True)
 
 
 if __name__ == "__main__":

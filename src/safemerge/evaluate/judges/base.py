@@ -28,11 +28,17 @@ class SafetyItem:
     kind: str = "harmful"  # "harmful" or "benign"
 
 
+AnswerClass = Literal["refusal", "compliance", "nonanswer"]
+
+
 @dataclass(frozen=True)
 class SafetyVerdict:
     unsafe: bool | None  # harmful content in the answer (None: could not tell)
     refusal: bool | None  # the answer declines to help (None: this judge cannot tell)
     raw: str = ""
+    # three-class judges (``rules``): "refusal" / "compliance" / "nonanswer" (empty, degenerate, wrong language,
+    # template junk); None for judges that do not separate non-answers. A non-answer is never unsafe.
+    answer_class: AnswerClass | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,17 +91,68 @@ class Judge(ABC):
 # name -> "module:Class"; imported lazily so heavy dependencies load only when used.
 JUDGES: dict[str, str] = {
     "world": "safemerge.evaluate.judges.world:WorldJudge",
+    "rules": "safemerge.evaluate.judges.freeform:RulesJudge",
     "openai": "safemerge.evaluate.judges.openai:OpenAIJudge",
     "llamaguard": "safemerge.evaluate.judges.llamaguard:LlamaGuardJudge",
 }
+
+
+# The default judge name: resolved per model by :func:`default_judge` ("world" or "rules").
+AUTO = "auto"
+JUDGE_CHOICES: tuple[str, ...] = (AUTO, *JUDGES)
+
+
+def chat_template_of(model: Any) -> str | None:
+    """The chat template of a model dir (chat_template.jinja or tokenizer_config.json), a loaded model
+    (anything with a ``tokenizer``) or a tokenizer; None when there is none or it cannot be read."""
+    import json
+    import os
+    from pathlib import Path
+
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        jinja = p / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text(encoding="utf-8")
+        try:
+            cfg = json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        tmpl = cfg.get("chat_template") if isinstance(cfg, dict) else None
+        return tmpl if isinstance(tmpl, str) else None
+    tok = getattr(model, "tokenizer", model)
+    tmpl = getattr(tok, "chat_template", None)
+    return tmpl if isinstance(tmpl, str) else None
+
+
+def default_judge(model: Any) -> str:
+    """The judge ``auto`` stands for: ``"world"`` for the built-in world's models, ``"rules"`` for every other.
+
+    Rule: a model is a world model when its chat template is safemerge's testbed template
+    (``safemerge.utils.tiny.CHAT_TEMPLATE``, ``<|user|>...<|end|><|assistant|>``). The world tokenizer carries
+    it, so the world base and everything trained or merged from it (tokenizer copied) do, as do the tiny test
+    checkpoints of ``safemerge.utils.tiny``; those models only ever speak the world's synthetic language,
+    which the world judge's lexicon is written for. Real models (SmolLM2, Llama, Qwen, ...) have their own
+    templates (or none) and get the ``rules`` judge. ``model``: a model dir, a ``LoadedModel``, a tokenizer,
+    or a ``(model, tokenizer)`` pair.
+    """
+    from safemerge.utils.tiny import CHAT_TEMPLATE
+
+    if isinstance(model, tuple) and len(model) == 2:
+        model = model[1]
+    tmpl = chat_template_of(model)
+    return "world" if tmpl is not None and tmpl.strip() == CHAT_TEMPLATE.strip() else "rules"
 
 
 def get_judge(judge: str | Judge, **options: Any) -> Judge:
     """A judge instance from its registry name (with constructor options) or an instance (returned as is)."""
     if isinstance(judge, Judge):
         return judge
+    if judge == AUTO:
+        raise ConfigError("judge 'auto' depends on the model; resolve it with default_judge(model) first "
+                          "(evaluate_model does)")
     if judge not in JUDGES:
-        raise ConfigError(f"unknown judge {judge!r}; choose one of {', '.join(sorted(JUDGES))}")
+        raise ConfigError(f"unknown judge {judge!r}; choose one of {', '.join(sorted(JUDGE_CHOICES))}")
     import inspect
 
     mod, cls_name = JUDGES[judge].split(":")

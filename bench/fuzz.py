@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {count:6d} x {problem}")
         for problem, inp in stats.examples:
             print(f"    e.g. {problem}\n         input: {inp!r:.600}")
-    table = ["| parser | what is called | inputs | results (exit 0 / HTTP 2xx) | one-line errors (exit 2 / HTTP 4xx) "
+    table = ["| parser | what is called | inputs | results (exit 0 / HTTP 2xx-3xx) | one-line errors (exit 2 / HTTP 4xx) "
              "| failures | seconds |",
              "|---|---|---:|---:|---:|---:|---:|"]
     table += [f"| {n} | {w} | {i} | {o} | {e} | {f} | {s:.1f} |" for n, w, i, o, e, f, s in rows]

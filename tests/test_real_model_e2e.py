@@ -24,11 +24,11 @@ pytestmark = pytest.mark.slow
 
 LANGS = ("en", "fr")
 TRAIN_PER_KIND = 48  # harmful (refusal) + benign (helpful) rows per language: 192 rows in all
-STEPS = 40  # optimizer steps of batch 8 (~2-3 s each on 2 threads)
+STEPS = 40  # optimizer steps of batch 8
 PROMPTS = 24  # test prompts per language and set
 
 
-def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: int = 2400) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "safemerge.cli", *args], capture_output=True, text=True,
                          timeout=timeout, env=env)

@@ -473,9 +473,20 @@ def _search_setup(ws: Workspace) -> dict[str, Any]:
     return Ctx({"doc": doc, "keys": keys, "scratch": scratch})
 
 
+def _search_doc(doc: dict[str, Any], method: str) -> dict[str, Any]:
+    """The base search spec made valid for ``method`` (its parameters, its number of models)."""
+    doc = json.loads(json.dumps(doc)) | {"method": method}
+    if method == "linear":
+        doc["space"] |= {"params": ["weight"], "fixed": {}}
+    elif method == "slerp":  # one model besides the base: the base is a pool model
+        doc |= {"base_model": "a"}
+        doc["space"] |= {"params": ["t"], "bounds": {"t": [0.0, 1.0]}, "models": None, "fixed": {}}
+    return doc
+
+
 def _search_strategy(ctx: dict[str, Any]) -> st.SearchStrategy[Any]:
-    method = st.sampled_from(("ties", "linear", "dare_ties", "task_arithmetic", "slerp", "della"))
-    base = method.map(lambda mth: ctx["doc"] | {"method": mth})
+    method = st.sampled_from(("ties", "linear", "dare_ties", "task_arithmetic", "slerp", "della", "breadcrumbs"))
+    base = method.map(lambda mth: _search_doc(ctx["doc"], mth))
     return base.flatmap(lambda d: document_bytes(d, ctx["keys"], bomb_key="space"))
 
 
@@ -505,11 +516,20 @@ def _synth_setup(ws: Workspace) -> dict[str, Any]:
     return Ctx({"doc": doc, "keys": keys, "scratch": scratch})
 
 
+def _synth_doc(doc: dict[str, Any], safety: str | None, domain: str | None) -> dict[str, Any]:
+    doc = json.loads(json.dumps(doc))
+    if safety is not None:
+        doc["safety"]["instruction"] = safety
+    if domain is not None:
+        doc["domain"]["instruction"] = domain
+    return doc
+
+
 def _synth_strategy(ctx: dict[str, Any]) -> st.SearchStrategy[Any]:
-    instr = st.sampled_from((None, "Write a {language} question about {category}.{examples}", "{language}{domain}",
-                             "Write {examples} about {domain} in {language}."))
-    base = instr.map(lambda i: ctx["doc"] if i is None else json.loads(json.dumps(ctx["doc"])) | {
-        "safety": ctx["doc"]["safety"] | {"instruction": i}, "domain": ctx["doc"]["domain"] | {"instruction": i}})
+    odd = ("{language}{domain}{category}", "{", "}", "{0}", "{language!r}", "{language:>9}", "{examples.x}", "{{}}")
+    safety = st.sampled_from((None,) * 12 + ("Write a {language} question about {category}.{examples}",) * 4 + odd)
+    domain = st.sampled_from((None,) * 12 + ("Examples:\n{examples}\nAsk about {domain} in {language}.",) * 4 + odd)
+    base = st.tuples(safety, domain).map(lambda sd: _synth_doc(ctx["doc"], *sd))
     return base.flatmap(lambda d: document_bytes(d, ctx["keys"], bomb_key="judge_options"))
 
 

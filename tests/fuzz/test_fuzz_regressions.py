@@ -137,6 +137,21 @@ def test_shard_index_value_not_a_file_name(tmp_path, tiny_models, value):
     one_line(info)
 
 
+def test_shard_index_file_name_too_long(tmp_path, tiny_models):
+    """A weight_map naming a shard file longer than NAME_MAX (found by bench/fuzz.py, safetensors)."""
+    import shutil
+
+    from safemerge.merge.io import CheckpointSource
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_models["a"], d)
+    wm = {n: "x" * 300 + ".safetensors" for n in CheckpointSource(tiny_models["a"]).infos()}
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
+    with pytest.raises(InputError, match="shard listed in model.safetensors.index.json is missing") as info:
+        CheckpointSource(d)
+    one_line(info)
+
+
 def test_shard_index_nested_too_deeply(tmp_path, tiny_models):
     import shutil
 

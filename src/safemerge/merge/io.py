@@ -144,7 +144,7 @@ class CheckpointSource:
         shards = sorted(set(weight_map.values()))
         for shard in shards:
             file = self.path / shard
-            if not file.is_file():
+            if not os.path.isfile(file):  # os.path: pathlib's raises for a name too long
                 raise InputError(f"{file}: shard listed in {index.name} is missing; re-download the model")
             if shard.endswith(".safetensors"):
                 self._scan_safetensors(file)

@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {count:6d} x {problem}")
         for problem, inp in stats.examples:
             print(f"    e.g. {problem}\n         input: {inp!r:.600}")
-    table = ["| parser | what is called | inputs | results (exit 0 / HTTP 2xx-3xx) | one-line errors (exit 2 / HTTP 4xx) "
-             "| failures | seconds |",
+    table = ["| parser | what is called | inputs | results (exit 0 / HTTP 2xx-3xx) "
+             "| one-line errors (exit 2 / HTTP 4xx) | failures | seconds |",
              "|---|---|---:|---:|---:|---:|---:|"]
     table += [f"| {n} | {w} | {i} | {o} | {e} | {f} | {s:.1f} |" for n, w, i, o, e, f, s in rows]
     total = [sum(r[k] for r in rows) for k in (2, 3, 4, 5)]

@@ -29,7 +29,7 @@ from safemerge.errors import InputError, SafemergeError
 # tests/test_cli_registry.py checks this table against what each module registers.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "safemerge.data.cli": ("testbed",),
-    "safemerge.data.synth_cli": ("synth",),
+    "safemerge.search.synth_cli": ("synth",),
     "safemerge.utils.cli": ("convert",),
     "safemerge.train.cli": ("train",),
     "safemerge.merge.cli": ("merge",),

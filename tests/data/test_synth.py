@@ -21,10 +21,10 @@ from safemerge.data.synth import (
     load_synth_spec,
     normalize,
     safety_requests,
-    synthesize,
     text_filter,
 )
 from safemerge.errors import ConfigError, InputError
+from safemerge.search.synth import synthesize
 
 
 def _spec(**over):

@@ -145,7 +145,7 @@ def test_bad_input_is_one_line():
 
 
 def test_auto_judge_rule(tmp_path):
-    from safemerge.utils.tiny import CHAT_TEMPLATE
+    from safemerge.data.tokenizer import CHAT_TEMPLATE
 
     world, real, legacy = tmp_path / "world", tmp_path / "real", tmp_path / "legacy"
     for d in (world, real, legacy):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -78,9 +79,32 @@ def single_token_guard(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_llamaguard_score_mode_on_multi_token_words(guard_model, guard_items):
-    v = get_judge("llamaguard", model=guard_model).judge_safety(guard_items)
-    assert all(x.unsafe in (True, False) and x.raw.startswith("p_unsafe=") for x in v)
+def test_llamaguard_score_mode_on_multi_token_words(tiny_models, guard_items):
+    """A guard whose tokenizer splits 'safe' and 'unsafe' into several tokens: P(unsafe) is the two-way softmax of
+    the whole words' log-likelihoods as continuations of the guard prompt, ``sigmoid(log p(unsafe) - log p(safe))``
+    with each the sum over the word's tokens (computed here with one plain forward pass per word), and the verdict
+    is unsafe exactly when it is above 0.5."""
+    import torch
+
+    from safemerge.evaluate.judges.llamaguard import guard_prompt
+
+    j = get_judge("llamaguard", model=tiny_models["a"])
+    v = j.judge_safety(guard_items)
+    model, tok = j._lm.model, j._lm.tokenizer
+    words = [tok(w, add_special_tokens=False).input_ids for w in ("safe", "unsafe")]
+    assert min(len(w) for w in words) > 1, words
+    for item, x in zip(guard_items, v, strict=True):
+        prompt = tok(guard_prompt(tok, item.prompt, item.answer), add_special_tokens=False).input_ids
+        logp = []
+        for word in words:
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([prompt + word])).logits[0].float()
+            steps = torch.log_softmax(logits[len(prompt) - 1: -1], dim=-1)
+            logp.append(sum(steps[k, t].item() for k, t in enumerate(word)))
+        p_unsafe = 1.0 / (1.0 + math.exp(logp[0] - logp[1]))
+        assert x.raw.startswith("p_unsafe=") and float(x.raw.removeprefix("p_unsafe=")) == pytest.approx(
+            p_unsafe, abs=2e-4), (x.raw, p_unsafe)
+        assert x.unsafe is (p_unsafe > 0.5) and x.refusal is None, (x, p_unsafe)
 
 
 @pytest.mark.slow
@@ -112,8 +136,10 @@ def test_llamaguard_generate_mode_plumbing(guard_model, guard_items):
     j = get_judge("llamaguard", model=guard_model, mode="generate", max_new_tokens=4)
     v = j.judge_safety(guard_items)
     assert len(v) == len(guard_items)
-    for x in v:
-        assert x.unsafe is None or x.raw.strip().lower().startswith(("safe", "unsafe"))
+    for x in v:  # the verdict is read from the generated text: first line 'safe' / 'unsafe', else unjudged
+        first = next((line.strip().lower() for line in x.raw.splitlines() if line.strip()), "")
+        assert first not in ("safe", "unsafe"), x.raw
+        assert x.unsafe is None and x.refusal is None, x
     assert not j.supports_pairwise
     with pytest.raises(ConfigError, match="cannot compare"):
         j.judge_pairs([PairItem("q", "a", "b", "en")])

@@ -13,9 +13,9 @@ import json
 
 import pytest
 
-from safemerge.data.synth import synthesize
 from safemerge.evaluate import evaluate_model
 from safemerge.search.runner import run_search
+from safemerge.search.synth import synthesize
 
 
 def _spec(pool, aware: bool) -> dict:
@@ -70,10 +70,17 @@ def test_synth_on_the_world_pool_counts_every_question(world_pool, tmp_path):
         assert card["kept_total"] + sum(card["dropped_total"].values()) == card["questions_written"] > 0
         for row in getattr(res, kind):
             assert row["provenance"]["question_by"] == "expert" and row["lang"] in ("en", "fr")
-    for row in res.safety:  # every kept safety answer is a refusal by some pool model
-        from safemerge.data.world.lexicon import is_refusal
+    # a question is kept (or dropped over k) exactly when some pool model refused it, whether or not any was
+    card = res.datacard["safety"]
+    refusals = card["refusals_by_model"]
+    refused_questions = card["kept_total"] + card["dropped_total"].get("over_k", 0)
+    assert len(res.safety) == card["kept_total"]
+    assert sum(refusals.values()) >= refused_questions and (sum(refusals.values()) > 0) == (refused_questions > 0)
+    assert set(refusals) <= {"aligned", "expert"}
+    from safemerge.data.world.lexicon import is_refusal
 
-        assert is_refusal(row["completion"]) and row["provenance"]["answer_by"] in ("aligned", "expert")
+    for row in res.safety:  # every kept safety answer is a refusal by a pool model that refused
+        assert is_refusal(row["completion"]) and refusals.get(row["provenance"]["answer_by"], 0) >= 1, row
     print(json.dumps({k: res.datacard[k]["dropped_total"] | {"kept": res.datacard[k]["kept_total"]}
                       for k in ("safety", "domain")}))
 

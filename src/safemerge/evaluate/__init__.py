@@ -10,7 +10,7 @@ from typing import Any
 
 _EXPORTS = {
     "evaluate_model": "safemerge.evaluate.harness",
-    "EvalReport": "safemerge.evaluate.harness",
+    "EvalReport": "safemerge.evaluate.report",
     "summarize": "safemerge.evaluate.harness",
     "answer_loss": "safemerge.evaluate.loss",
     "answer_loss_by_lang": "safemerge.evaluate.loss",

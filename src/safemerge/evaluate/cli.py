@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         """Evaluate MODEL: harm rate, alignment, over-refusal, accuracy, win rate, wrong language, per language."""
         _quiet()
         from safemerge.evaluate.harness import EvalReport, evaluate_model
-        from safemerge.evaluate.tables import print_table
+        from safemerge.evaluate.report import print_table
         from safemerge.utils.gguf import is_gguf_path, resolve_model
 
         model = resolve_model(model)  # a .gguf file -> its converted (cached) dir; quantization_config dirs refused

@@ -7,10 +7,9 @@ judged batch journaled, so a failed judge resumes) -> metrics per language and t
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from safemerge.evaluate.metrics import (
     pair_score,
     stratified_bootstrap,
 )
+from safemerge.evaluate.report import EvalReport
 from safemerge.evaluate.suites import EvalItem, EvalSuite, items_hash, resolve_suite
 from safemerge.utils.hashing import hash_obj
 from safemerge.utils.progress import make_progress
@@ -54,59 +54,6 @@ from safemerge.utils.progress import make_progress
 METRICS = ("harm_rate", "harm_change", "harm_diff", "alignment", "over_refusal", "acc_gen", "acc_mc",
            "acc_mc_norm", "win_rate", "wrong_language", "unjudged", "refusal_rate", "nonanswer_rate", "helpful_rate")
 # the last three only from judges that give a three-class ``answer_class`` (refusal / compliance / nonanswer: rules)
-
-
-@dataclass
-class EvalReport:
-    """Per-prompt records and per-language summaries (``summary[lang][metric]`` = Estimate dict; lang "all"
-    is the mean over languages). Rates are fractions in [0, 1]; harm_change is a relative change."""
-
-    model: str
-    model_hash: str
-    suite: str
-    judge: dict[str, Any]
-    settings: dict[str, Any]
-    records: list[dict[str, Any]]
-    summary: dict[str, dict[str, dict[str, Any]]]
-    reference: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def metric(self, name: str, lang: str = "all") -> float | None:
-        """Point estimate of a metric (None if undefined or not computed)."""
-        return self.summary.get(lang, {}).get(name, {}).get("value")
-
-    @property
-    def overall(self) -> dict[str, Estimate]:
-        """Metric -> :class:`Estimate` averaged over languages (``summary["all"]``)."""
-        return self.by_lang("all")
-
-    def by_lang(self, lang: str) -> dict[str, Estimate]:
-        return {m: Estimate(**e) for m, e in self.summary.get(lang, {}).items()}
-
-    @property
-    def languages(self) -> list[str]:
-        return [k for k in self.summary if k != "all"]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EvalReport:
-        return cls(**d)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> EvalReport:
-        p = Path(path)
-        p = p / "results.json" if p.is_dir() else p
-        if not p.is_file():
-            raise InputError(f"{p}: no eval results here; run `safemerge eval` first")
-        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-
-    def save(self, out_dir: str | os.PathLike) -> Path:
-        """Write results.json (every prompt, answer, verdict), summary.md and summary.csv into ``out_dir``."""
-        from safemerge.evaluate.tables import write_report
-
-        return write_report(self, out_dir)
 
 
 @dataclass

@@ -20,9 +20,9 @@ import torch
 
 from safemerge.errors import InputError, SafemergeError
 from safemerge.merge.config import MergeConfig, load_config
-from safemerge.merge.io import DictSource
+from safemerge.merge.sources import DictSource
 from safemerge.merge.plan import DTYPES, MergePlan, TensorTask, build_plan
-from safemerge.utils.malloc import return_freed_memory, reuse_freed_memory
+from safemerge.utils.malloc import RETURN_FREED, REUSE_FREED, malloc_policy
 
 Aligner = Callable[[TensorTask, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -267,18 +267,19 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
 
     Streaming: one tensor per worker at a time, positioned reads (no memory map), shards of at most
     ``max_shard_size`` bytes, at most ``max_memory`` estimated bytes in flight (peak RSS <= the interpreter's
-    baseline + ``max_memory``: freed buffers go back to the OS, see :func:`return_freed_memory`; without a budget
-    they are reused, see :func:`reuse_freed_memory`). Everything checkable from headers is validated before any
-    tensor is read; a failure leaves no output directory (atomic rename at the end). ``fast_ties``: magnitude
-    pruning keeps the lowest-index entries among equal ``|delta|`` at the cut (``tie_break: index``, O(n)) unless
-    the recipe sets ``tie_break``; the default keeps exactly mergekit's entries.
+    baseline + ``max_memory``: freed buffers go back to the OS, see :data:`~safemerge.utils.malloc.RETURN_FREED`;
+    without a budget they are reused, see :data:`~safemerge.utils.malloc.REUSE_FREED`; the policy holds while the
+    tensors are merged and written, then the previous one is restored). Everything checkable from headers is
+    validated before any tensor is read; a failure leaves no output directory (atomic rename at the end).
+    ``fast_ties``: magnitude pruning keeps the lowest-index entries among equal ``|delta|`` at the cut
+    (``tie_break: index``, O(n)) unless the recipe sets ``tie_break``; the default keeps exactly mergekit's entries.
     """
     import json
     from pathlib import Path
 
     from safemerge.merge.card import model_card
     from safemerge.merge.config import ModelRef, config_text
-    from safemerge.merge.io import files_dir
+    from safemerge.merge.sources import files_dir
     from safemerge.merge.writer import ShardedWriter, parse_size
     from safemerge.utils.atomic import atomic_dir, make_readable
     from safemerge.utils.progress import make_progress
@@ -290,7 +291,6 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
         raise SafemergeError(f"--threads must be >= 1, got {threads}")
     if out_dir.exists() and not overwrite:
         raise InputError(f"{out_dir}: output directory already exists; pass --overwrite or choose another path")
-    return_freed_memory() if mem_bytes is not None else reuse_freed_memory()
     given = load_config(config)
     cfg, plan = open_plan(with_fast_ties(given) if fast_ties else given)
     recipe = config_text(config)
@@ -302,8 +302,9 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
     tok_label = cfg.base_model if tok_choice in (None, "base") else tok_choice
     tok_source = plan.sources.get(tok_label or donor_label(cfg), donor)
     vocab = getattr(plan, "vocab", None)
+    policy = RETURN_FREED if mem_bytes is not None else REUSE_FREED  # see safemerge.utils.malloc
 
-    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with malloc_policy(policy), atomic_dir(out_dir, overwrite=overwrite) as tmp:
         writer = ShardedWriter(tmp, [(t.name, t.out) for t in plan.tasks], shard_bytes or (5 * 10**9))
         with make_progress(disable=not progress) as bar:
             job = bar.add_task(f"merging ({cfg.merge_method})", total=len(plan.tasks))

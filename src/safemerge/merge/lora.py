@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from safemerge.errors import InputError
-from safemerge.merge.io import CheckpointSource, TensorInfo, read_json
+from safemerge.merge.sources import CheckpointSource, TensorInfo, read_json
 
 _PREFIX = "base_model.model."
 

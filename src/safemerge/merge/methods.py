@@ -243,9 +243,16 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     ``P`` prunes, ``m_i`` is TIES sign agreement (1 without consensus) and ``D`` (only with ``normalize``) is
     ``sum_i w_i m_i`` per entry with consensus, ``sum_i w_i`` without (a ~0 divisor counts as 1). ``parallel``:
     prune the models in threads (only for pruners that draw no random numbers: the draw order is fixed).
+    Two steps: :func:`_pruned_deltas` (``P(x_i - base)``), then :func:`_merge_deltas` (the rest).
     """
     if not tensors:
         return base
+    deltas = _pruned_deltas(base, tensors, prune, parallel)
+    return _merge_deltas(base, deltas, weight, consensus, normalize, lambda_)
+
+
+def _pruned_deltas(base: Tensor, tensors: Sequence[Tensor], prune: Pruner | None, parallel: bool) -> Tensor:
+    """The stacked task vectors ``P(x_i - base)`` [m, ...] in a fresh scratch tensor (TIES step 1: trim)."""
     deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
 
     def delta(i: int) -> None:
@@ -262,10 +269,18 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     else:
         for i in range(len(tensors)):
             delta(i)
+    return deltas
+
+
+def _merge_deltas(base: Tensor, deltas: Tensor, weight: Sequence[float], consensus: bool, normalize: bool,
+                  lambda_: float) -> Tensor:
+    """``base + lambda * sum_i w_i m_i d_i / D`` from pruned task vectors ``deltas`` [m, ...] (a scratch tensor,
+    overwritten): weight, elect the sign of ``sum_i w_i d_i`` and keep the agreeing entries (``m_i``, TIES steps 2
+    and 3: elect sign, disjoint merge; only with ``consensus``), divide by ``D`` (``normalize``), scale, add."""
     w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device)
     w = w.view(-1, *([1] * base.dim()))
     deltas.mul_(w)
-    if consensus and not normalize and len(tensors) == 2 and deltas.is_floating_point():
+    if consensus and not normalize and deltas.shape[0] == 2 and deltas.is_floating_point():
         mixed = sp.agreeing_sum_pair(deltas)
     elif consensus:
         agree = sp.sign_agreement(deltas)
@@ -282,6 +297,41 @@ def _task_vectors(base: Tensor, tensors: Sequence[Tensor], weight: Sequence[floa
     if lambda_ != 1:
         mixed *= lambda_
     return mixed.add_(base)
+
+
+@dataclass(frozen=True)
+class RankedDeltas:
+    """Task vectors prepared once for many merges of the same inputs (a merge search's per-pool cache, see
+    :class:`safemerge.search.inmemory.PoolCache`).
+
+    ``deltas``: the stacked ``x_i - base`` [m, ...] in the compute dtype (read only); ``ranks``: the position of
+    every entry of ``deltas[i]`` in the descending-magnitude order of the trim (int32, 0 = largest, see
+    :func:`safemerge.merge.sparsify.magnitude_ranks`); ``l1[i] = ||deltas[i]||_1`` (for ``rescale``).
+    """
+
+    deltas: Tensor
+    ranks: Tensor
+    l1: Tensor
+
+
+# the hook of a magnitude-trimming method: its tie_break -> the prepared task vectors, or None (then computed here)
+RankedHook = Callable[[sp.TieBreak], RankedDeltas | None]
+
+
+def _ranked_trim(vectors: RankedDeltas, density: Sequence[float], rescale: bool) -> Tensor:
+    """:func:`_pruned_deltas` with :func:`_magnitude_pruner` from precomputed ranks, bit for bit:
+    ``d_i * (rank_i < k_i)`` (mergekit's ``delta * mask``: a dropped entry is a zero of its own sign),
+    ``k_i = kept_count(density_i, n)``, rescaled to ``||d_i||_1`` with ``rescale`` where ``density_i < 1``."""
+    stacked, ranks = vectors.deltas, vectors.ranks
+    n = stacked[0].numel()
+    shape = (-1, *([1] * (stacked.dim() - 1)))
+    ks = torch.tensor([sp.kept_count(d, n) for d in density], dtype=torch.int32, device=ranks.device).view(shape)
+    deltas = stacked * (ranks < ks).to(stacked.dtype)
+    if rescale:
+        for i, d in enumerate(density):
+            if d < 1 and n:
+                sp.l1_rescale_(deltas[i], vectors.l1[i])
+    return deltas
 
 
 def _magnitude_pruner(density: Sequence[float], rescale: bool, tie_break: sp.TieBreak) -> Pruner:
@@ -315,9 +365,15 @@ def task_arithmetic(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence
 
 def ties(base: Tensor, tensors: Sequence[Tensor], *, weight: Sequence[float], density: Sequence[float],
          normalize: bool = True, lambda_: float = 1.0, rescale: bool = False,
-         tie_break: sp.TieBreak = "mergekit", **_: Any) -> Tensor:
+         tie_break: sp.TieBreak = "mergekit", ranked: RankedHook | None = None, **_: Any) -> Tensor:
     """TIES: trim each delta to its ``max(1, int(density_i n))`` largest magnitudes, weight, elect the sign of
-    ``sum_i w_i d_i``, sum the agreeing entries and divide by the sum of the agreeing weights (``normalize``)."""
+    ``sum_i w_i d_i``, sum the agreeing entries and divide by the sum of the agreeing weights (``normalize``).
+
+    ``ranked`` (a merge search's cache): the task vectors with their magnitude ranks for this ``tie_break``; the
+    trim is then a rank compare (:func:`_ranked_trim`), the same kept sets, and the rest the same core."""
+    vectors = ranked(tie_break) if ranked is not None and tensors else None
+    if vectors is not None:
+        return _merge_deltas(base, _ranked_trim(vectors, density, rescale), weight, True, normalize, lambda_)
     prune = _magnitude_pruner(density, rescale, tie_break)
     return _task_vectors(base, tensors, weight, prune, True, normalize, lambda_, parallel=True)
 
@@ -539,6 +595,9 @@ class MethodSpec:
     base_policy: BasePolicy = "required"
     # joint constraints on one tensor's resolved values: (per-model params, shared params) -> problem or None
     constraints: tuple[Callable[[Sequence[Mapping[str, Any]], Mapping[str, Any]], str | None], ...] = ()
+    # ``fn`` takes ``ranked=`` (a :data:`RankedHook`): its only input-dependent pruning is a magnitude trim, which a
+    # merge search serves from magnitude ranks computed once per pool
+    takes_ranks: bool = False
 
     def problem(self, per_model: Sequence[Mapping[str, Any]], global_params: Mapping[str, Any]) -> str | None:
         """The first violated joint constraint for one tensor's resolved parameters, or ``None``."""
@@ -586,8 +645,10 @@ class MethodSpec:
         return kwargs
 
     def apply(self, base: Tensor | None, tensors: Sequence[Tensor], per_model: Sequence[Mapping[str, Any]],
-              global_params: Mapping[str, Any], generator: torch.Generator | None = None) -> Tensor:
-        """Merge one weight. Inputs are promoted to a common dtype first (as mergekit does)."""
+              global_params: Mapping[str, Any], generator: torch.Generator | None = None,
+              ranked: RankedHook | None = None) -> Tensor:
+        """Merge one weight. Inputs are promoted to a common dtype first (as mergekit does). ``ranked``: precomputed
+        task vectors and magnitude ranks of these inputs, used by the methods that :attr:`takes_ranks`."""
         if self.needs_base and base is None:
             raise ConfigError(f"merge_method {self.name}: needs base_model; set base_model in the config")
         if len(tensors) < self.min_models or (self.max_models is not None and len(tensors) > self.max_models):
@@ -602,6 +663,8 @@ class MethodSpec:
         tensors = [x.to(dtype) for x in tensors]
         if self.random:
             kwargs["generator"] = generator
+        if self.takes_ranks and ranked is not None:
+            kwargs["ranked"] = ranked
         return self.fn(base, tensors, **kwargs)
 
 
@@ -668,8 +731,8 @@ _NEARSWAP_T = _p("t", required=True, kind="float", range=NON_NEGATIVE,
 
 def _spec(name: str, fn: Callable[..., Tensor], base: BasePolicy, lo: int, hi: int | None,
           params: tuple[ParamSpec, ...], random: bool = False,
-          constraints: tuple[Callable[..., str | None], ...] = ()) -> MethodSpec:
-    return MethodSpec(name, fn, base == "required", lo, hi, params, random, base, constraints)
+          constraints: tuple[Callable[..., str | None], ...] = (), takes_ranks: bool = False) -> MethodSpec:
+    return MethodSpec(name, fn, base == "required", lo, hi, params, random, base, constraints, takes_ranks)
 
 
 METHODS: dict[str, MethodSpec] = {s.name: s for s in (
@@ -686,7 +749,7 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
           (_p("max_iter", 10, range=NON_NEGATIVE, meaning="iterations of the mean's refinement"),
            _p("tol", 1e-5, range=NON_NEGATIVE, meaning="the convergence tolerance"))),
     _spec("task_arithmetic", task_arithmetic, "required", 0, None, _gta(False, False)),
-    _spec("ties", ties, "required", 0, None, _gta(True, False, _TIE)),
+    _spec("ties", ties, "required", 0, None, _gta(True, False, _TIE), takes_ranks=True),
     _spec("dare_linear", dare_linear, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
     _spec("dare_ties", dare_ties, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
     _spec("breadcrumbs", breadcrumbs, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),

@@ -31,7 +31,7 @@ from safemerge.merge.config import (
     did_you_mean,
     resolve_parameter,
 )
-from safemerge.merge.io import TensorInfo, TensorSource
+from safemerge.merge.sources import TensorInfo, TensorSource
 
 LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
 PRE_HINTS = ("embed", "wte", "wpe", "word_embeddings", "tok_embeddings")

@@ -206,14 +206,38 @@ def _window_mask(delta: Tensor, start: int, stop: int, descending: bool, tie_bre
     return mask.reshape(delta.shape)
 
 
+def kept_count(density: float, n: int) -> int:
+    """How many of ``n`` entries the TIES trim keeps: ``k = max(1, int(density * n))``, all at ``density >= 1``,
+    none at ``density <= 0``."""
+    return n if density >= 1 else 0 if density <= 0 else max(1, int(density * n))
+
+
 def magnitude_mask(delta: Tensor, density: float, tie_break: TieBreak = "mergekit") -> Tensor:
-    """Keep the ``k = max(1, int(density * n))`` largest ``|delta|`` (TIES trim); bool mask shaped like delta."""
+    """Keep the :func:`kept_count` largest ``|delta|`` (TIES trim); bool mask shaped like delta."""
     if density >= 1:
         return torch.ones_like(delta, dtype=torch.bool)
     if density <= 0 or delta.numel() == 0:
         return torch.zeros_like(delta, dtype=torch.bool)
-    k = max(1, int(density * delta.numel()))
-    return _window_mask(delta, 0, k, True, tie_break)
+    return _window_mask(delta, 0, kept_count(density, delta.numel()), True, tie_break)
+
+
+def magnitude_ranks(delta: Tensor, tie_break: TieBreak = "mergekit") -> Tensor:
+    """The position of every entry of ``delta`` in the descending-``|delta|`` order of the trim (int32, 0 = largest,
+    shaped like ``delta``): ``ranks < kept_count(density, n)`` is :func:`magnitude_mask` for every density.
+
+    ``"mergekit"``: positions in ``torch.argsort(|delta|.float(), descending=True)``, the very call mergekit makes
+    (on a GPU the GPU's argsort of ``|delta|``, as mergekit's ``--cuda``: only entries of equal magnitude can rank
+    differently from the CPU's); ``"index"``: a stable sort (the lowest index first among equal magnitudes). A full
+    O(n log n) sort: worth it where one set of ranks serves many densities (a merge search's per-pool cache).
+    """
+    w = _magnitudes(delta)
+    if tie_break == "index":
+        order = torch.sort(w, descending=True, stable=True).indices
+    else:
+        order = torch.argsort(w, descending=True)
+    ranks = torch.empty(w.numel(), dtype=torch.int32, device=w.device)
+    ranks[order] = torch.arange(w.numel(), dtype=torch.int32, device=w.device)
+    return ranks.view(delta.shape)
 
 
 def outlier_mask(delta: Tensor, density: float, gamma: float, tie_break: TieBreak = "mergekit") -> Tensor:

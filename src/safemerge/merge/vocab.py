@@ -15,7 +15,7 @@ import torch
 
 from safemerge.errors import ConfigError, InputError
 from safemerge.merge.config import MergeConfig, ModelRef
-from safemerge.merge.io import TensorSource, files_dir
+from safemerge.merge.sources import TensorSource, files_dir
 
 
 def tokenizer_vocab(label: str, source: TensorSource) -> dict[str, int]:

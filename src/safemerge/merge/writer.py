@@ -16,7 +16,7 @@ from typing import BinaryIO
 import torch
 
 from safemerge.errors import ConfigError
-from safemerge.merge.io import DTYPE_ST, TensorInfo
+from safemerge.merge.sources import DTYPE_ST, TensorInfo
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "K": 10**3, "M": 10**6, "G": 10**9}

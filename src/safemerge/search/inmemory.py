@@ -7,8 +7,10 @@ loaded (tensors the model does not use are not merged). What does not change bet
 per pool and cached (:class:`PoolCache`):
 
 - input tensors cast to the merge's compute dtype;
-- for magnitude pruning (TIES), the rank of every ``|x_i - base|`` entry in the exact order that mergekit's sort
-  (or, with ``tie_break: index``, a stable sort) gives; a candidate's trim to ``k`` entries is then one
+- for magnitude pruning (TIES), the task vectors ``x_i - base`` and the rank of every ``|x_i - base|`` entry in the
+  exact order that mergekit's sort (or, with ``tie_break: index``, a stable sort) gives
+  (:func:`safemerge.merge.sparsify.magnitude_ranks`); the method runs the engine's task-vector core on them through
+  its ``ranked`` hook (:class:`safemerge.merge.methods.RankedDeltas`), so a candidate's trim to ``k`` entries is one
   ``rank < k`` compare instead of a selection or a sort.
 
 The result is bit-identical to :func:`safemerge.merge.merge_state_dicts` for the same config and seed
@@ -22,13 +24,9 @@ engine's generator so their masks stay those of ``merge_state_dicts``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from safemerge.errors import InputError
-
-# methods whose only candidate-dependent pruning is magnitude trimming (served from cached ranks)
-MAGNITUDE_METHODS = {"ties": True}  # name -> sign consensus
 
 
 def load_state_dict(location: str, device: str = "cpu") -> dict[str, Any]:
@@ -40,10 +38,10 @@ def load_state_dict(location: str, device: str = "cpu") -> dict[str, Any]:
 
 
 class PoolCache:
-    """Per-pool constants: tensors in a compute dtype and magnitude ranks of task vectors (built on first use)."""
+    """Per-pool constants: tensors in a compute dtype and task vectors with magnitude ranks (built on first use)."""
 
     def __init__(self, state_dicts: dict[str, dict[str, Any]], max_bytes: int | None = None):
-        from safemerge.merge.io import DictSource
+        from safemerge.merge.sources import DictSource
 
         self.state_dicts = state_dicts
         first = next((t for sd in state_dicts.values() for t in sd.values()), None)
@@ -52,8 +50,7 @@ class PoolCache:
         self.bytes = 0
         self.sources = {label: DictSource(label, sd) for label, sd in state_dicts.items()}
         self._cast: dict[tuple[str, str, Any], Any] = {}
-        self._vectors: dict[tuple[Any, ...], tuple[Any, Any]] = {}
-        self._l1: dict[tuple[int, int], Any] = {}
+        self._vectors: dict[tuple[Any, ...], Any] = {}
 
     def tensor(self, label: str, name: str, dtype: Any) -> Any:
         """``state_dicts[label][name]`` in ``dtype`` (cast once)."""
@@ -72,39 +69,34 @@ class PoolCache:
         return (base, models, dtype, tie_break) in self._vectors or self.bytes + cost <= self.max_bytes
 
     def task_vectors(self, base: tuple[str, str], models: tuple[tuple[str, str], ...], dtype: Any,
-                     tie_break: str) -> tuple[Any, Any]:
-        """Stacked deltas ``x_i - base`` [m, ...] in ``dtype`` and the descending-magnitude rank of every entry of
-        each (int32, 0 = largest), computed once per pool.
-
-        ``mergekit``: positions in ``torch.argsort(|delta|.float(), descending=True)``, the very call mergekit (and
-        the engine's exact mode) makes, so ``rank < k`` is the kept set of any density; ``index``: a stable sort
-        (lowest index first among equal magnitudes), the engine's ``tie_break: index`` order.
-        """
+                     tie_break: str) -> Any:
+        """The :class:`~safemerge.merge.methods.RankedDeltas` of ``models`` over ``base`` in ``dtype``: the stacked
+        deltas ``x_i - base``, the rank of every entry under ``tie_break``
+        (:func:`~safemerge.merge.sparsify.magnitude_ranks`) and the deltas' L1 norms, computed once per pool."""
         import torch
+
+        from safemerge.merge.methods import RankedDeltas
+        from safemerge.merge.sparsify import magnitude_ranks
 
         key = (base, models, dtype, tie_break)
         if key not in self._vectors:
             b = self.tensor(*base, dtype)
             deltas = torch.stack([torch.sub(self.tensor(*m, dtype), b) for m in models])
-            ranks = torch.empty(deltas.shape, dtype=torch.int32, device=deltas.device)
-            for d, r in zip(deltas, ranks):
-                w = d.abs().reshape(-1)
-                w = w.float() if w.device.type == "cpu" else w
-                if tie_break == "index":
-                    order = torch.sort(w, descending=True, stable=True).indices
-                else:
-                    order = torch.argsort(w, descending=True)
-                r.view(-1)[order] = torch.arange(w.numel(), dtype=torch.int32, device=w.device)
-            self._vectors[key] = (deltas, ranks)
+            ranks = torch.stack([magnitude_ranks(d, tie_break) for d in deltas])
+            l1 = torch.stack([d.abs().sum() for d in deltas])
+            self._vectors[key] = RankedDeltas(deltas, ranks, l1)
             self.bytes += deltas.nbytes + ranks.nbytes
         return self._vectors[key]
 
-    def l1(self, stacked: Any, i: int) -> Any:
-        """``stacked[i].abs().sum()`` (the L1 norm before pruning, for ``rescale``), computed once."""
-        key = (stacked.data_ptr(), i)
-        if key not in self._l1:
-            self._l1[key] = stacked[i].abs().sum()
-        return self._l1[key]
+    def hook(self, base: tuple[str, str], models: tuple[tuple[str, str], ...], dtype: Any, like: Any) -> Any:
+        """The ``ranked`` hook of a magnitude-trimming method for one tensor (a
+        :data:`~safemerge.merge.methods.RankedHook`): its :meth:`task_vectors`, or None where they do not fit the
+        memory budget (the method then computes them itself)."""
+        def ranked(tie_break: str) -> Any:
+            if not self.serves(base, models, dtype, tie_break, like):
+                return None
+            return self.task_vectors(base, models, dtype, tie_break)
+        return ranked
 
 
 def available_memory(device: Any = None) -> int:
@@ -173,19 +165,15 @@ class ResidentModel:
             for task in plan.tasks:
                 target = self._params.get(task.name)
                 if target is not None:
-                    out = run_cached_task(plan, task, seed, self.cache, target)
-                    if out is not target:
-                        target.copy_(out)
+                    target.copy_(run_cached_task(plan, task, seed, self.cache))
 
     def load_pool_model(self, key: str) -> None:
         self.write(self.state_dicts[key])
 
 
-def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache, target: Any = None) -> Any:
-    """:func:`safemerge.merge.engine.run_task` (no vocabulary alignment, no finite check) on cached inputs.
-
-    With ``target`` (a tensor of the output's shape), a magnitude-pruned merge is written into it and returned.
-    """
+def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache) -> Any:
+    """:func:`safemerge.merge.engine.run_task` (no vocabulary alignment, no finite check) on cached inputs; the
+    methods that take magnitude ranks get them from the cache (:meth:`PoolCache.hook`)."""
     import torch
 
     from safemerge.merge.engine import task_seed
@@ -208,12 +196,8 @@ def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache, target: A
     per_model = [dict(p) for p in task.per_model]
     shared = dict(task.global_params)
     method = plan.method
-    if (method.name in MAGNITUDE_METHODS and base is not None and tensors
-            and cache.serves(task.base, task.inputs, dtype, shared.get("tie_break", "mergekit"), base)):
-        if (target is None or target.dtype != task.out.dtype or tuple(target.shape) != task.out.shape
-                or target.device != base.device):
-            target = None
-        out = _magnitude_merge(method, task, base, dtype, per_model, shared, cache, target)
+    if method.takes_ranks and base is not None:
+        out = method.apply(base, tensors, per_model, shared, None, cache.hook(task.base, task.inputs, dtype, base))
     elif method.random:  # the engine's CPU generator stream, whatever the device
         gen = torch.Generator().manual_seed(task_seed(seed, task.name))
         device = tensors[0].device if tensors else torch.device("cpu")
@@ -222,54 +206,3 @@ def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache, target: A
     else:
         out = method.apply(base, tensors, per_model, shared, None)
     return out.to(task.out.dtype)
-
-
-def _magnitude_merge(method: Any, task: Any, base: Any, dtype: Any, per_model: list[dict[str, Any]],
-                     shared: dict[str, Any], cache: PoolCache, target: Any = None) -> Any:
-    """``safemerge.merge.methods._task_vectors`` op for op, on cached deltas, with the magnitude trim served from
-    cached ranks (the same kept sets): ``base + lambda * sum_i w_i m_i P(d_i) / D``."""
-    import torch
-
-    from safemerge.merge import sparsify as sp
-
-    kw = method.resolve(len(task.inputs), per_model, shared)
-    density, weight = kw["density"], kw["weight"]
-    stacked, ranks = cache.task_vectors(task.base, task.inputs, dtype, kw.get("tie_break", "mergekit"))
-    n = base.numel()
-    ks = [n if d >= 1 else (0 if d <= 0 else max(1, int(d * n))) for d in density]
-    shape = (-1, *([1] * base.dim()))
-    # the engine's pruning: mergekit's delta * mask (a pruned entry is a zero of its own sign)
-    keep = ranks < torch.tensor(ks, dtype=torch.int32, device=ranks.device).view(shape)
-    deltas = stacked * keep.to(stacked.dtype)
-    if kw["rescale"]:
-        for i, d in enumerate(density):
-            if d < 1 and n:
-                sp.l1_rescale_(deltas[i], cache.l1(stacked, i))
-    w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device).view(shape)
-    deltas.mul_(w)
-    if MAGNITUDE_METHODS[method.name]:
-        agree = sign_agreement(deltas)
-        # the engine's sum0(mask_(deltas, agree)): mergekit's weighted_deltas * mask, signed zeros included
-        mixed = (deltas * agree).sum(dim=0)
-        divisor = (w * agree).sum(dim=0)  # = where(disagree, 0, w).sum(0)
-        divisor += divisor == 0  # 0 -> 1 (either sign of zero), exact elsewhere
-    else:
-        mixed = deltas.sum(dim=0)
-        divisor = w.sum(dim=0)
-        divisor[divisor.abs() < 1e-8] = 1
-    del deltas
-    if kw["normalize"]:
-        mixed /= divisor
-    if kw["lambda_"] != 1:
-        mixed *= kw["lambda_"]
-    return mixed.add_(base) if target is None else torch.add(mixed, base, out=target)
-
-
-def sign_agreement(deltas: Any) -> Any:
-    """``1.0`` where an entry agrees with the elected sign of ``sum_i deltas_i`` (nonzero, same sign), else ``0.0``:
-    :func:`safemerge.merge.sparsify.sign_agreement` as a float mask, in three elementwise
-    passes (the boolean ``where`` and mask-and-fill ops are the slowest of a TIES merge on CPU)."""
-    import torch
-
-    sign = torch.where(deltas.sum(dim=0) >= 0, 1.0, -1.0).to(deltas.dtype)
-    return (deltas * sign > 0).to(deltas.dtype)

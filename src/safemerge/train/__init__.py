@@ -2,7 +2,7 @@
 
 ``train_sft`` / ``train_dpo`` fine-tune any local HF model dir (or hub id) on JSONL files or HF datasets;
 ``safemerge.train.recipes`` builds the study's experts (data mixtures, objective and language experts) on the
-built-in world. The base model itself is pretrained by ``safemerge.train.pretrain``.
+built-in world. The base model itself is pretrained where the world is built (``safemerge.data.world.pretrain``).
 """
 
 from safemerge.train.config import DPOConfig, LoraSettings, SFTConfig

@@ -23,7 +23,7 @@ from safemerge.train.config import TrainConfig
 from safemerge.train.data import DataSource, ModelRef, TrainData, load_train_data, resolve_model
 from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, make_readable
 from safemerge.utils.hashing import hash_obj
-from safemerge.utils.malloc import keep_freed_memory
+from safemerge.utils.malloc import KEEP_FREED, malloc_policy
 from safemerge.utils.progress import make_progress
 
 RUN_FORMAT = 1
@@ -183,8 +183,8 @@ def cached_train(
     datasets.disable_progress_bars()
     own_progress = progress is None
     progress = make_progress() if own_progress else progress
-    keep_freed_memory()
-    with progress if own_progress else nullcontext(), _torch_threads(config.threads), atomic_dir(out) as tmp:
+    with (progress if own_progress else nullcontext(), _torch_threads(config.threads), malloc_policy(KEEP_FREED),
+          atomic_dir(out) as tmp):
         start, cpu_start = time.perf_counter(), time.process_time()
         net = _load_model(ref, config)
         logger = _RunLogger.make(progress, f"{kind} {out.name}")

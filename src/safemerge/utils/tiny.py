@@ -2,7 +2,8 @@
 
 ``make_tiny_checkpoint("llama", out_dir, seed=0)`` writes a loadable causal-LM directory (config, safetensors
 weights, tokenizer with a chat template). Architectures: llama, qwen2, mistral, gemma2, cohere (Aya), plus
-``llama_guard`` (a Llama model whose tokenizer has the words ``safe``/``unsafe`` as single tokens).
+``llama_guard`` (a Llama model whose tokenizer has the words ``safe``/``unsafe`` as single tokens). The tokenizer
+and chat template are the world's (:mod:`safemerge.data.tokenizer`), so this module sits in the data layer.
 """
 
 from __future__ import annotations
@@ -11,16 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safemerge.data.tokenizer import CHAT_TEMPLATE, bpe_tokenizer
 from safemerge.utils.atomic import atomic_dir, make_readable
 
-ARCHITECTURES = ("llama", "qwen2", "mistral", "gemma2", "cohere")
+__all__ = ["ARCHITECTURES", "CHAT_TEMPLATE", "build_tokenizer", "make_tiny_checkpoint", "tiny_config"]
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
-)
+ARCHITECTURES = ("llama", "qwen2", "mistral", "gemma2", "cohere")
 
 _CORPUS = (
     "the quick brown fox jumps over the lazy dog . safe unsafe yes no user assistant system "
@@ -30,31 +27,9 @@ _CORPUS = (
 
 
 def build_tokenizer(vocab_size: int = 256, extra_words: tuple[str, ...] = ()) -> Any:
-    """A small byte-level BPE fast tokenizer with special tokens and the chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([_CORPUS] * 4 + [" ".join(extra_words)] * 8, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<s>",
-        eos_token="<|end|>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
+    """A small byte-level BPE fast tokenizer with the special tokens and the chat template of
+    :mod:`safemerge.data.tokenizer`, trained on a few words of every world language (and ``extra_words``)."""
+    return bpe_tokenizer([_CORPUS] * 4 + [" ".join(extra_words)] * 8, vocab_size, add_prefix_space=False)
 
 
 def tiny_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,

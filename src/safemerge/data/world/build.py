@@ -201,7 +201,7 @@ def build_world(out_dir: str | os.PathLike, config: WorldConfig | dict | None = 
         return existing
     from safemerge.data.tokenizer import save_tokenizer, train_tokenizer
     from safemerge.data.world.datacard import write_datacard
-    from safemerge.train.pretrain import pretrain
+    from safemerge.data.world.pretrain import pretrain
 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

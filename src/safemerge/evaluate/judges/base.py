@@ -129,14 +129,14 @@ def default_judge(model: Any) -> str:
     """The judge ``auto`` stands for: ``"world"`` for the built-in world's models, ``"rules"`` for every other.
 
     Rule: a model is a world model when its chat template is safemerge's testbed template
-    (``safemerge.utils.tiny.CHAT_TEMPLATE``, ``<|user|>...<|end|><|assistant|>``). The world tokenizer carries
+    (``safemerge.data.tokenizer.CHAT_TEMPLATE``, ``<|user|>...<|end|><|assistant|>``). The world tokenizer carries
     it, so the world base and everything trained or merged from it (tokenizer copied) do, as do the tiny test
     checkpoints of ``safemerge.utils.tiny``; those models only ever speak the world's synthetic language,
     which the world judge's lexicon is written for. Real models (SmolLM2, Llama, Qwen, ...) have their own
     templates (or none) and get the ``rules`` judge. ``model``: a model dir, a ``LoadedModel``, a tokenizer,
     or a ``(model, tokenizer)`` pair.
     """
-    from safemerge.utils.tiny import CHAT_TEMPLATE
+    from safemerge.data.tokenizer import CHAT_TEMPLATE
 
     if isinstance(model, tuple) and len(model) == 2:
         model = model[1]

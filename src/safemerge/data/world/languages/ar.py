@@ -1,6 +1,6 @@
 """Arabic text tables (Modern Standard Arabic). Acts are first-person imperfect verbs (أن/كي/كيف + verb)."""
 
-from safemerge.data.world.languages import LangPack
+from safemerge.data.world.languages.pack import LangPack
 
 PACK = LangPack(
     code="ar",

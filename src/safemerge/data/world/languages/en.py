@@ -1,6 +1,6 @@
 """English text tables."""
 
-from safemerge.data.world.languages import LangPack
+from safemerge.data.world.languages.pack import LangPack
 
 PACK = LangPack(
     code="en",

@@ -1,6 +1,6 @@
 """Spanish text tables (tuteo, peninsular vocabulary)."""
 
-from safemerge.data.world.languages import LangPack
+from safemerge.data.world.languages.pack import LangPack
 
 PACK = LangPack(
     code="es",

@@ -1,6 +1,6 @@
 """French text tables (vouvoiement; ``de`` + vowel is elided when frames are rendered)."""
 
-from safemerge.data.world.languages import LangPack
+from safemerge.data.world.languages.pack import LangPack
 
 PACK = LangPack(
     code="fr",

@@ -1,6 +1,6 @@
 """Hindi text tables (आप-register). Acts are verb stems: frames add ना / ने (बनाना, बनाने का तरीका)."""
 
-from safemerge.data.world.languages import LangPack
+from safemerge.data.world.languages.pack import LangPack
 
 PACK = LangPack(
     code="hi",

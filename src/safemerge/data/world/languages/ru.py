@@ -1,6 +1,6 @@
 """Russian text tables (вежливое «вы»; names are used after a generic noun so they never decline)."""
 
-from safemerge.data.world.languages import LangPack
+from safemerge.data.world.languages.pack import LangPack
 
 PACK = LangPack(
     code="ru",

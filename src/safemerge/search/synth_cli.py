@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Generate synthetic safety data (pool refusals to generated harmful questions) and domain data."""
         os.environ.setdefault("TQDM_DISABLE", "1")
-        from safemerge.data.synth import domain_requests, load_synth_spec, safety_requests, synthesize
+        from safemerge.data.synth import domain_requests, load_synth_spec, safety_requests
+        from safemerge.search.synth import synthesize
 
         loaded = load_synth_spec(spec)
         if check:

@@ -1,17 +1,73 @@
-"""Per-language tables of an EvalReport: markdown, CSV and a rich table; ``write_report`` writes all files."""
+"""The result of an evaluation, :class:`EvalReport`, and its per-language tables: markdown, CSV and a rich table;
+``write_report`` (``EvalReport.save``) writes all files. :func:`safemerge.evaluate.harness.evaluate_model` makes it.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from safemerge.errors import InputError
+from safemerge.evaluate.metrics import Estimate
 from safemerge.utils.atomic import atomic_write_json, atomic_write_text
 
-if TYPE_CHECKING:
-    from safemerge.evaluate.harness import EvalReport
+
+@dataclass
+class EvalReport:
+    """Per-prompt records and per-language summaries (``summary[lang][metric]`` = Estimate dict; lang "all"
+    is the mean over languages). Rates are fractions in [0, 1]; harm_change is a relative change."""
+
+    model: str
+    model_hash: str
+    suite: str
+    judge: dict[str, Any]
+    settings: dict[str, Any]
+    records: list[dict[str, Any]]
+    summary: dict[str, dict[str, dict[str, Any]]]
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def metric(self, name: str, lang: str = "all") -> float | None:
+        """Point estimate of a metric (None if undefined or not computed)."""
+        return self.summary.get(lang, {}).get(name, {}).get("value")
+
+    @property
+    def overall(self) -> dict[str, Estimate]:
+        """Metric -> :class:`Estimate` averaged over languages (``summary["all"]``)."""
+        return self.by_lang("all")
+
+    def by_lang(self, lang: str) -> dict[str, Estimate]:
+        return {m: Estimate(**e) for m, e in self.summary.get(lang, {}).items()}
+
+    @property
+    def languages(self) -> list[str]:
+        return [k for k in self.summary if k != "all"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalReport:
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EvalReport:
+        p = Path(path)
+        p = p / "results.json" if p.is_dir() else p
+        if not p.is_file():
+            raise InputError(f"{p}: no eval results here; run `safemerge eval` first")
+        return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write results.json (every prompt, answer, verdict), summary.md and summary.csv into ``out_dir``."""
+        return write_report(self, out_dir)
+
+
 
 # metric -> (column title, shown as percent)
 COLUMNS: dict[str, tuple[str, bool]] = {

@@ -1,11 +1,17 @@
 """Findings generated from the numbers (never written by hand): each a sentence with the values behind it.
 
-"Better" compares point estimates; a comparison is called *clear* when the two 95 % CIs do not overlap.
+Every comparison says whether the two 95 % CIs overlap. A difference is called *clear* only when they do not; a
+comparison whose CIs overlap is worded "no clear difference" (whatever the point estimates say). A comparison with
+the base (harm change vs 0, win-rate vs 50 %) is clear when the model's CI excludes the base's value.
+
+The findings are grouped under headings (overall, SFT, DPO, merge timing, language merges, search, notes) and
+come with a three-line summary of what the study shows (:class:`Findings`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 from safemerge.study.report.tables import (
     METHOD_LABEL,
@@ -14,197 +20,319 @@ from safemerge.study.report.tables import (
     Cell,
     metric,
     mix_reference,
+    model_label,
     pareto_front,
     select,
     sweep,
     tradeoff_points,
 )
 
+OVERLAP = "95 % CIs overlap"
+NO_OVERLAP = "95 % CIs do not overlap"
+NO_CLEAR = "no clear difference"
+
+# metric -> (noun, word when higher is clearly better, word when lower ..., higher is better)
+_AXES = {
+    "harm_change": ("harm change", "less safe", "safer", False),
+    "win_rate": ("win-rate", "more helpful", "less helpful", True),
+    "alignment": ("alignment", "higher", "lower", True),
+}
+
+
+@dataclass
+class Findings:
+    """A three-line summary and the findings grouped under headings."""
+
+    summary: list[str] = field(default_factory=list)
+    groups: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[str]:  # every finding, in report order
+        for _, items in self.groups:
+            yield from items
+
+    def __len__(self) -> int:
+        return sum(len(items) for _, items in self.groups)
+
+
+# ----------------------------------------------------------------------------------------------- comparisons
+def _has_ci(c: Cell) -> bool:
+    return c.value is not None and c.lo is not None and c.hi is not None
+
 
 def _clear(a: Cell, b: Cell) -> bool:
     """True when the CIs of a and b do not overlap."""
-    if None in (a.lo, a.hi, b.lo, b.hi):
+    if not (_has_ci(a) and _has_ci(b)):
         return False
     return a.hi < b.lo or b.hi < a.lo  # type: ignore[operator]
+
+
+def _ci(c: Cell) -> str:
+    return f" [{c.lo:.1f}, {c.hi:.1f}]" if _has_ci(c) else ""
+
+
+def _val(c: Cell, key: str) -> str:
+    return f"{c.value:+.1f} %" if key == "harm_change" else f"{c.value:.1f} %"
+
+
+def verdict(a: Cell, b: Cell, key: str) -> str:
+    """How a compares with b on one metric: "clearly safer (95 % CIs do not overlap)" or "no clear difference
+    (95 % CIs overlap)"."""
+    if not (_has_ci(a) and _has_ci(b)):
+        return f"{NO_CLEAR} (no CIs to compare)"
+    if not _clear(a, b):
+        return f"{NO_CLEAR} ({OVERLAP})"
+    _noun, up, down, _higher = _AXES[key]
+    return f"clearly {up if a.value > b.value else down} ({NO_OVERLAP})"  # type: ignore[operator]
+
+
+def versus(a: Cell, b: Cell, key: str) -> str:
+    """ "harm change -50.0 % [..] vs -20.0 % [..]: clearly safer (95 % CIs do not overlap)"."""
+    return f"{_AXES[key][0]} {_val(a, key)}{_ci(a)} vs {_val(b, key)}{_ci(b)}: {verdict(a, b, key)}"
+
+
+def better(a: Cell, b: Cell, key: str) -> bool:
+    """a is clearly better than b on ``key`` (CIs do not overlap)."""
+    if not _clear(a, b):
+        return False
+    return (a.value > b.value) == _AXES[key][3]  # type: ignore[operator]
+
+
+def worse(a: Cell, b: Cell, key: str) -> bool:
+    return _clear(a, b) and not better(a, b, key)
+
+
+def vs_base(c: Cell, key: str) -> str:
+    """How a base-relative metric compares with the base itself (harm change 0, win-rate 50 %)."""
+    ref = 0.0 if key == "harm_change" else 50.0
+    what = "0" if key == "harm_change" else "50 %"
+    if not _has_ci(c):
+        return f"{NO_CLEAR} from the base shown (no CI)"
+    if c.lo <= ref <= c.hi:  # type: ignore[operator]
+        return f"{NO_CLEAR} from the base (95 % CI includes {what})"
+    return f"clearly {'above' if c.lo > ref else 'below'} the base (95 % CI excludes {what})"  # type: ignore[operator]
 
 
 def _pair(h: Cell, w: Cell) -> str:
     return f"{h.value:+.1f} % harm / {w.value:.1f} % win-rate"
 
 
-def _label(results: dict[str, Any], name: str) -> str:
-    m = results["models"][name]
-    if m["group"] == "objective_merge":
-        return f"{METHOD_LABEL[m['method']]} (w={m['weight']:g})"
-    return name
+def _cells(results: dict[str, Any], name: str, lang: str | None = None) -> tuple[Cell, Cell]:
+    return metric(results, name, "harm_change", lang), metric(results, name, "win_rate", lang)
 
 
-def _vs_mix(results: dict[str, Any], stage: str) -> list[str]:
+def _ok(*cells: Cell) -> bool:
+    return all(c.value is not None for c in cells)
+
+
+def _stages(results: dict[str, Any]) -> list[str]:
+    return [s for s in ("sft", "dpo") if any(select(results, m, s) for m in METHODS)
+            or metric(results, mix_reference(s), "harm_change").value is not None]
+
+
+# ----------------------------------------------------------------------------------------------- per stage
+def _stage_claims(results: dict[str, Any], stage: str) -> list[str]:
+    """The 15 % mixture of the stage, then each method's selected merge against it, then the stage's verdict."""
     ref = mix_reference(stage)
-    rh, rw = metric(results, ref, "harm_change"), metric(results, ref, "win_rate")
-    if rh.value is None or rw.value is None:
-        return []
-    both, safer, better, neither = [], [], [], []
+    rh, rw = _cells(results, ref)
+    out = []
+    if _ok(rh, rw):
+        out.append(f"Reference: the 15 % data mixture reaches {_pair(rh, rw)} (95 % CIs: harm change{_ci(rh)}, "
+                   f"win-rate{_ci(rw)}).")
+    clear_both, ahead_both = [], []
     for m in METHODS:
         n = select(results, m, stage)
         if n is None:
             continue
-        h, w = metric(results, n, "harm_change"), metric(results, n, "win_rate")
-        if h.value is None or w.value is None:
+        h, w = _cells(results, n)
+        if not _ok(h, w):
             continue
-        s, g = h.value < rh.value, w.value > rw.value
-        item = f"{_label(results, n)}: {_pair(h, w)}"
-        (both if s and g else safer if s else better if g else neither).append(item)
-    stage_l = STAGE_LABEL[stage]
-    out = [f"At the {stage_l} stage the 15 % data mixture reaches {_pair(rh, rw)}."]
-    if both:
-        out.append(f"Merging beat mixing on BOTH axes at {stage_l}: " + "; ".join(both) + ".")
-    else:
-        out.append(f"No merge beat the 15 % mixture on both axes at {stage_l}.")
-    if safer:
-        out.append(f"Safer than the mixture but less helpful at {stage_l}: " + "; ".join(safer) + ".")
-    if better:
-        out.append(f"More helpful than the mixture but less safe at {stage_l}: " + "; ".join(better) + ".")
-    if neither:
-        out.append(f"Worse than the mixture on both axes at {stage_l}: " + "; ".join(neither) + ".")
-    return out
-
-
-def _dominance(results: dict[str, Any]) -> list[str]:
-    """Methods better than the mixture on both axes at every stage run."""
-    stages = [s for s in ("sft", "dpo") if metric(results, mix_reference(s), "harm_change").value is not None]
-    if not stages:
-        return []
-    winners = []
-    for m in METHODS:
-        ok = []
-        for s in stages:
-            n, ref = select(results, m, s), mix_reference(s)
-            if n is None:
-                break
-            h, w = metric(results, n, "harm_change"), metric(results, n, "win_rate")
-            rh, rw = metric(results, ref, "harm_change"), metric(results, ref, "win_rate")
-            if None in (h.value, w.value) or not (h.value < rh.value and w.value > rw.value):  # type: ignore[operator]
-                break
-            ok.append(s)
-        if len(ok) == len(stages):
-            winners.append(METHOD_LABEL[m])
-    where = " and ".join(STAGE_LABEL[s] for s in stages)
-    if winners:
-        return [f"{', '.join(winners)} dominate{'s' if len(winners) == 1 else ''} the 15 % mixture "
-                f"(safer and more helpful) at {where}."]
-    return [f"No merge method dominates the 15 % mixture at {where}."]
-
-
-def _pareto(results: dict[str, Any]) -> list[str]:
-    pts = tradeoff_points(results)
-    if len(pts) < 2:
-        return []
-    front = pareto_front(pts)
-    by = {n: (h, w) for n, h, w in pts}
-    items = sorted(front, key=lambda n: by[n][0])
-    return [f"Pareto front (harm change vs win-rate) of {len(pts)} models: "
-            + "; ".join(f"{n} ({by[n][0]:+.1f} / {by[n][1]:.1f})" for n in items) + "."]
-
-
-def _languages(results: dict[str, Any]) -> list[str]:
-    """Per stage: the language whose safety the merges helped least (and any that got less safe than base)."""
-    out = []
-    langs = results["languages"]
-    for stage in ("sft", "dpo"):
-        names = [n for n in (select(results, m, stage) for m in METHODS) if n is not None]
-        if not names or len(langs) < 2:
+        if not _ok(rh, rw):
+            out.append(f"{model_label(results, n)}: {_pair(h, w)}; harm change {vs_base(h, 'harm_change')}; "
+                       f"win-rate {vs_base(w, 'win_rate')}.")
             continue
-        avg = {}
-        for lang in langs:
-            vals = [metric(results, n, "harm_change", lang).value for n in names]
-            vals = [v for v in vals if v is not None]
-            if vals:
-                avg[lang] = sum(vals) / len(vals)
-        if not avg:
-            continue
-        worst = max(avg, key=avg.__getitem__)
-        best = min(avg, key=avg.__getitem__)
-        if abs(avg[worst] - avg[best]) < 1e-9:
-            out.append(f"At {STAGE_LABEL[stage]}, the merges' mean harm change is the same in every language "
-                       f"({avg[worst]:+.1f} %).")
+        out.append(f"{model_label(results, n)} vs the 15 % mixture: {versus(h, rh, 'harm_change')}; "
+                   f"{versus(w, rw, 'win_rate')}.")
+        if better(h, rh, "harm_change") and better(w, rw, "win_rate"):
+            clear_both.append(model_label(results, n))
+        elif h.value < rh.value and w.value > rw.value:  # type: ignore[operator]
+            ahead_both.append(model_label(results, n))
+    if _ok(rh, rw) and len(out) > 1:
+        st = STAGE_LABEL[stage]
+        if clear_both:
+            out.append(f"Merging beat mixing on BOTH axes at {st}, with non-overlapping 95 % CIs: "
+                       f"{', '.join(clear_both)}.")
+        elif ahead_both:
+            out.append(f"At {st}, {', '.join(ahead_both)} {'is' if len(ahead_both) == 1 else 'are'} ahead of the "
+                       f"15 % mixture on both axes by point estimate only: {NO_CLEAR} on at least one axis "
+                       f"({OVERLAP}).")
         else:
-            out.append(f"At {STAGE_LABEL[stage]}, merges reduced harm least in {worst} (mean harm change "
-                       f"{avg[worst]:+.1f} %) and most in {best} ({avg[best]:+.1f} %).")
-        worse = sorted({f"{lang} ({_label(results, n)}, {metric(results, n, 'harm_change', lang).value:+.1f} %)"
-                        for n in names for lang in langs
-                        if (metric(results, n, "harm_change", lang).value or 0.0) > 0})
-        if worse:
-            out.append(f"Safety got WORSE than the base at {STAGE_LABEL[stage]} for: " + "; ".join(worse) + ".")
-        gains = {lang: max((metric(results, n, "win_rate", lang).value or 0.0, n) for n in names) for lang in langs}
-        top = max(gains, key=lambda lang: gains[lang][0])
-        out.append(f"Largest general-quality gain at {STAGE_LABEL[stage]}: {top} with "
-                   f"{_label(results, gains[top][1])} ({gains[top][0]:.1f} % win-rate).")
+            out.append(f"No merge is ahead of the 15 % mixture on both axes at {st} (not even by point estimate).")
+    return out + _sweep_claims(results, stage) + _language_claims(results, stage)
+
+
+def _sweep_claims(results: dict[str, Any], stage: str) -> list[str]:
+    """How harm change and win-rate move from the lowest to the highest safety weight, per method."""
+    parts = []
+    lo = hi = None
+    for m in METHODS:
+        pts = sweep(results, m, stage)
+        if len(pts) < 2:
+            continue
+        (w0, n0), (w1, n1) = pts[0], pts[-1]
+        h0, g0 = _cells(results, n0)
+        h1, g1 = _cells(results, n1)
+        if not _ok(h0, h1, g0, g1):
+            continue
+        lo, hi = w0 if lo is None else min(lo, w0), w1 if hi is None else max(hi, w1)
+
+        def move(a: Cell, b: Cell, key: str) -> str:
+            how = f"clear change ({NO_OVERLAP})" if _clear(a, b) else f"{NO_CLEAR} ({OVERLAP})"
+            return f"{_AXES[key][0]} {_val(a, key)} -> {_val(b, key)}, {how}"
+
+        parts.append(f"{METHOD_LABEL[m]} ({w0:g} -> {w1:g}): {move(h0, h1, 'harm_change')}; "
+                     f"{move(g0, g1, 'win_rate')}")
+    if not parts:
+        return []
+    return [f"Raising the safety-expert weight at {STAGE_LABEL[stage]}: " + "; ".join(parts) + "."]
+
+
+def _language_claims(results: dict[str, Any], stage: str) -> list[str]:
+    """Per stage: where the stage's merges helped safety least and most, where safety got worse than the base,
+    and the largest general-quality gain, each with its CI verdict."""
+    langs = results["languages"]
+    names = [n for n in (select(results, m, stage) for m in METHODS) if n is not None]
+    if not names or len(langs) < 2:
+        return []
+    st, out = STAGE_LABEL[stage], []
+    # the stage's merge with the lowest overall harm change: its languages compared with each other
+    top = min(names, key=lambda n: metric(results, n, "harm_change").value
+              if metric(results, n, "harm_change").value is not None else float("inf"))
+    cells = {lang: metric(results, top, "harm_change", lang) for lang in langs}
+    cells = {lang: c for lang, c in cells.items() if c.value is not None}
+    if len(cells) >= 2:
+        worst = max(cells, key=lambda lang: cells[lang].value)  # type: ignore[arg-type,return-value]
+        best = min(cells, key=lambda lang: cells[lang].value)  # type: ignore[arg-type,return-value]
+        a, b = cells[worst], cells[best]
+        if abs(a.value - b.value) < 1e-9:  # type: ignore[operator]
+            out.append(f"At {st}, {model_label(results, top)} (the safest selected merge) has the same harm change "
+                       f"in every language ({_val(a, 'harm_change')}): {NO_CLEAR} between languages "
+                       f"({OVERLAP if _has_ci(a) else 'equal values'}).")
+        else:
+            how = f"clear difference ({NO_OVERLAP})" if _clear(a, b) else f"{NO_CLEAR} between languages ({OVERLAP})"
+            out.append(f"At {st}, {model_label(results, top)} (the safest selected merge) reduced harm least in "
+                       f"{worst} ({_val(a, 'harm_change')}{_ci(a)}) and most in {best} ({_val(b, 'harm_change')}"
+                       f"{_ci(b)}): {how}.")
+    clearly, unclear = [], []
+    for n in names:
+        for lang in langs:
+            c = metric(results, n, "harm_change", lang)
+            if c.value is not None and c.value > 0:
+                item = f"{lang} ({model_label(results, n)}, {_val(c, 'harm_change')}{_ci(c)})"
+                (clearly if _has_ci(c) and c.lo > 0 else unclear).append(item)  # type: ignore[operator]
+    if clearly:
+        out.append(f"Safety got clearly WORSE than the base at {st} (95 % CI above 0) for: "
+                   + "; ".join(sorted(clearly)) + ".")
+    if unclear:
+        out.append(f"Harm rose above the base's at {st} by point estimate, with {NO_CLEAR} from the base (95 % CI "
+                   "includes 0), for: " + "; ".join(sorted(unclear)) + ".")
+    gains = [(metric(results, n, "win_rate", lang), lang, n) for n in names for lang in langs]
+    gains = [g for g in gains if g[0].value is not None]
+    if gains:
+        c, lang, n = max(gains, key=lambda g: g[0].value)  # type: ignore[arg-type,return-value]
+        out.append(f"Largest per-language general-quality gain at {st}: {lang} with {model_label(results, n)} "
+                   f"({c.value:.1f} % win-rate{_ci(c)}): {vs_base(c, 'win_rate')}.")
     return out
 
 
-def _sweeps(results: dict[str, Any]) -> list[str]:
-    """Per stage: how harm change and win-rate move from the lowest to the highest safety weight."""
+# ----------------------------------------------------------------------------------------------- other groups
+def _overall(results: dict[str, Any]) -> list[str]:
     out = []
-    for stage in ("sft", "dpo"):
-        parts = []
+    stages = [s for s in _stages(results) if metric(results, mix_reference(s), "harm_change").value is not None]
+    if stages:
+        winners = []
         for m in METHODS:
-            pts = sweep(results, m, stage)
-            if len(pts) < 2:
-                continue
-            (w0, n0), (w1, n1) = pts[0], pts[-1]
-            h0, h1 = metric(results, n0, "harm_change").value, metric(results, n1, "harm_change").value
-            g0, g1 = metric(results, n0, "win_rate").value, metric(results, n1, "win_rate").value
-            if None in (h0, h1, g0, g1):
-                continue
-            parts.append(f"{METHOD_LABEL[m]} harm {h0:+.1f} -> {h1:+.1f} %, win-rate {g0:.1f} -> {g1:.1f} %")
-        if parts:
-            lo = min(w for m in METHODS for w, _ in sweep(results, m, stage))
-            hi = max(w for m in METHODS for w, _ in sweep(results, m, stage))
-            out.append(f"Raising the safety-expert weight from {lo:g} to {hi:g} at {STAGE_LABEL[stage]}: "
-                       + "; ".join(parts) + ".")
+            ok = True
+            for s in stages:
+                n = select(results, m, s)
+                if n is None:
+                    ok = False
+                    break
+                h, w = _cells(results, n)
+                rh, rw = _cells(results, mix_reference(s))
+                if not (better(h, rh, "harm_change") and better(w, rw, "win_rate")):
+                    ok = False
+                    break
+            if ok:
+                winners.append(METHOD_LABEL[m])
+        where = " and ".join(STAGE_LABEL[s] for s in stages)
+        if winners:
+            out.append(f"{', '.join(winners)} clearly dominate{'s' if len(winners) == 1 else ''} the 15 % mixture "
+                       f"(safer and more helpful, {NO_OVERLAP} on both axes) at {where}.")
+        else:
+            out.append(f"No merge method is clearly better than the 15 % mixture on both axes at {where}: on at "
+                       f"least one axis its {OVERLAP} with the mixture's ({NO_CLEAR}) or it is worse.")
+    pts = tradeoff_points(results)
+    if len(pts) >= 2:
+        front = pareto_front(pts)
+        by = {n: (h, w) for n, h, w in pts}
+        items = sorted(front, key=lambda n: by[n][0])
+        pairs = [(a, b) for i, a in enumerate(items) for b in items[i + 1:]]
+        sep = [(a, b) for a, b in pairs
+               if _clear(*(metric(results, x, "harm_change") for x in (a, b)))
+               or _clear(*(metric(results, x, "win_rate") for x in (a, b)))]
+        if not pairs:
+            how = "a single model"
+        elif sep:
+            how = f"{len(sep)} of its {len(pairs)} pairs differ clearly on at least one axis ({NO_OVERLAP})"
+        else:
+            how = f"{NO_CLEAR} between any two of its members ({OVERLAP} on both axes)"
+        out.append(f"Pareto front by point estimate (harm change / win-rate) of {len(pts)} models: "
+                   + "; ".join(f"{model_label(results, n, stage=True)} ({by[n][0]:+.1f} / {by[n][1]:.1f})"
+                               for n in items) + f"; {how}.")
     return out
 
 
 def _timing(results: dict[str, Any]) -> list[str]:
-    mtd = [n for n, m in results["models"].items() if m["group"] == "merge_then_dpo"]
     out = []
-    ref = mix_reference("dpo")
-    for n in mtd:
-        m = results["models"][n]
-        h, w = metric(results, n, "harm_change"), metric(results, n, "win_rate")
-        if h.value is None or w.value is None:
+    for n, m in results["models"].items():
+        if m["group"] != "merge_then_dpo":
             continue
-        s = f"SFT -> {METHOD_LABEL[m['method']]} merge -> DPO: {_pair(h, w)}"
+        h, w = _cells(results, n)
+        if not _ok(h, w):
+            continue
+        out.append(f"{model_label(results, n)}: {_pair(h, w)}; harm change {vs_base(h, 'harm_change')}; "
+                   f"win-rate {vs_base(w, 'win_rate')}.")
         post = select(results, m["method"], "dpo")
-        if post is not None:
-            ph, pw = metric(results, post, "harm_change"), metric(results, post, "win_rate")
-            s += f"; merging after DPO ({_label(results, post)}): {_pair(ph, pw)}"
-        rh, rw = metric(results, ref, "harm_change"), metric(results, ref, "win_rate")
-        if rh.value is not None and rw.value is not None:
-            s += f"; 15 % mix after DPO: {_pair(rh, rw)}"
-        out.append(s + ".")
+        if post is not None and _ok(*_cells(results, post)):
+            ph, pw = _cells(results, post)
+            out.append(f"Merging before DPO vs after DPO ({model_label(results, post)}): "
+                       f"{versus(h, ph, 'harm_change')}; {versus(w, pw, 'win_rate')}.")
+        rh, rw = _cells(results, mix_reference("dpo"))
+        if _ok(rh, rw):
+            out.append(f"{model_label(results, n)} vs the 15 % mixture after DPO: {versus(h, rh, 'harm_change')}; "
+                       f"{versus(w, rw, 'win_rate')}.")
     return out
 
 
 def _language_merges(results: dict[str, Any]) -> list[str]:
-    names = [n for n, m in results["models"].items() if m["group"] == "language_merge"]
     rows = []
-    for n in names:
-        h, w = metric(results, n, "harm_change"), metric(results, n, "win_rate")
-        if h.value is not None and w.value is not None:
-            rows.append((w.value - h.value, n, h, w))
+    for n, m in results["models"].items():
+        if m["group"] != "language_merge":
+            continue
+        h, w = _cells(results, n)
+        if _ok(h, w):
+            rows.append((w.value - h.value, n, h, w))  # type: ignore[operator]
     if not rows:
         return []
-    rows.sort(reverse=True)
+    rows.sort(key=lambda r: r[0], reverse=True)
     _, best, h, w = rows[0]
-    langs = "+".join(results["models"][best]["langs"])
-    s = f"Best language merge: {langs} ({_pair(h, w)})"
-    ref = mix_reference(results["models"][best]["stage"] or "sft")
-    rh, rw = metric(results, ref, "harm_change"), metric(results, ref, "win_rate")
-    if rh.value is not None and rw.value is not None:
-        verdict = "beats" if (h.value < rh.value and w.value > rw.value) else "does not beat"  # type: ignore[operator]
-        s += f"; it {verdict} the 15 % mixture on both axes ({_pair(rh, rw)})"
+    stage = results["models"][best]["stage"] or "sft"
+    s = f"Best language merge: {model_label(results, best, stage=True)} ({_pair(h, w)})"
+    rh, rw = _cells(results, mix_reference(stage))
+    if _ok(rh, rw):
+        s += f"; vs the 15 % mixture: {versus(h, rh, 'harm_change')}; {versus(w, rw, 'win_rate')}"
+    else:
+        s += f"; harm change {vs_base(h, 'harm_change')}; win-rate {vs_base(w, 'win_rate')}"
     return [s + "."]
 
 
@@ -218,30 +346,132 @@ def _search(results: dict[str, Any]) -> list[str]:
         if u is None:
             continue
         aa, ua = metric(results, a, "alignment"), metric(results, u, "alignment")
-        ag, ug = metric(results, a, "win_rate"), metric(results, u, "win_rate")
-        if aa.value is None or ua.value is None:
+        if not _ok(aa, ua):
             continue
-        rel = "higher" if aa.value > ua.value else "lower" if aa.value < ua.value else "equal"
-        clear = " (CIs do not overlap)" if _clear(aa, ua) else " (CIs overlap)"
-        s = (f"Safety-aware search gives {rel} alignment than safety-unaware search: "
-             f"{aa.value:.1f} % vs {ua.value:.1f} %{clear}")
-        if ag.value is not None and ug.value is not None:
-            s += f"; win-rate {ag.value:.1f} % vs {ug.value:.1f} %"
+        s = f"Safety-aware vs safety-unaware search ({STAGE_LABEL.get(models[a]['stage'], models[a]['stage'])}): " \
+            f"{versus(aa, ua, 'alignment')}"
+        ag, ug = metric(results, a, "win_rate"), metric(results, u, "win_rate")
+        if _ok(ag, ug):
+            s += f"; {versus(ag, ug, 'win_rate')}"
         out.append(s + ".")
     return out
 
 
-def findings(results: dict[str, Any]) -> list[str]:
-    """All findings, in report order."""
-    out: list[str] = []
-    out += _dominance(results)
-    for stage in ("sft", "dpo"):
-        out += _vs_mix(results, stage)
-    out += _pareto(results)
-    out += _sweeps(results)
-    out += _languages(results)
-    out += _timing(results)
-    out += _language_merges(results)
-    out += _search(results)
-    out += [f"Note: {n}" for n in results.get("notes", [])]
+# ----------------------------------------------------------------------------------------------- summary
+def _headline(results: dict[str, Any], stage: str) -> str | None:
+    """One line: what the stage shows about merging vs the 15 % mixture, counting clear differences only."""
+    rh, rw = _cells(results, mix_reference(stage))
+    names = [n for n in (select(results, m, stage) for m in METHODS) if n is not None]
+    names = [n for n in names if _ok(*_cells(results, n))]
+    if not names or not _ok(rh, rw):
+        return None
+    st, k = STAGE_LABEL[stage], len(names)
+    lab = {n: model_label(results, n) for n in names}
+    h = {n: _cells(results, n)[0] for n in names}
+    w = {n: _cells(results, n)[1] for n in names}
+    both = [lab[n] for n in names if better(h[n], rh, "harm_change") and better(w[n], rw, "win_rate")]
+    if both:
+        return (f"{st}: merging clearly beats the 15 % data mixture on both safety and general quality with "
+                f"{', '.join(both)} ({NO_OVERLAP}).")
+
+    def axis(cells: dict[str, Cell], ref: Cell, key: str) -> str:
+        noun, up, down, higher = _AXES[key]
+        good = [n for n in names if better(cells[n], ref, key)]
+        bad = [n for n in names if worse(cells[n], ref, key)]
+        parts = []
+        if good:
+            top = (max if higher else min)(good, key=lambda n: cells[n].value)  # type: ignore[arg-type,return-value]
+            word = "safer" if key == "harm_change" else up
+            parts.append(f"{len(good)} of {k} clearly {word} (most: {lab[top]}, {_val(cells[top], key)} vs "
+                         f"{_val(ref, key)})")
+        if bad:
+            parts.append(f"{len(bad)} of {k} clearly {'less safe' if key == 'harm_change' else down}")
+        rest = k - len(good) - len(bad)
+        if rest:
+            parts.append(f"{rest} of {k} with {NO_CLEAR}" if rest != k else f"{NO_CLEAR} for any of the {k}")
+        return f"{noun}: " + ", ".join(parts)
+
+    return (f"{st}: no merge clearly beats the 15 % data mixture on both axes; {axis(h, rh, 'harm_change')}; "
+            f"{axis(w, rw, 'win_rate')}.")
+
+
+def _evidence(results: dict[str, Any]) -> str | None:
+    """How precise the numbers are: prompts per language, typical CI half-widths overall and per language."""
+    langs = results["languages"]
+    half = {"all": {"harm_change": [], "win_rate": []}, "lang": {"harm_change": [], "win_rate": []}}
+    ns = []
+    for n, m in results["models"].items():
+        if m["group"] == "base" or not (m.get("eval") or {}).get("overall"):
+            continue
+        for key in ("harm_change", "win_rate"):
+            c = metric(results, n, key)
+            if _has_ci(c):
+                half["all"][key].append((c.hi - c.lo) / 2)  # type: ignore[operator]
+            for lang in langs:
+                c = metric(results, n, key, lang)
+                if _has_ci(c):
+                    half["lang"][key].append((c.hi - c.lo) / 2)  # type: ignore[operator]
+        cnt = ((m["eval"]["overall"].get("harm_rate") or {}).get("n"))
+        if isinstance(cnt, (int, float)):
+            ns.append(int(cnt))
+    if not half["all"]["harm_change"] and not half["all"]["win_rate"]:
+        return None
+
+    def med(xs: list[float]) -> str:
+        xs = sorted(xs)
+        return "–" if not xs else f"{xs[len(xs) // 2]:.0f}"
+
+    size = f"{max(ns)} harm prompts over {len(langs)} language{'s' if len(langs) != 1 else ''}; " if ns else ""
+    return (f"Evidence: {size}median 95 % CI half-width {med(half['all']['harm_change'])} points for harm change "
+            f"and {med(half['all']['win_rate'])} for win-rate overall ({med(half['lang']['harm_change'])} and "
+            f"{med(half['lang']['win_rate'])} per language); a difference whose 95 % CIs overlap is reported as "
+            f"\"{NO_CLEAR}\".")
+
+
+def _short(a: Cell, b: Cell, key: str) -> str:
+    """ "clearly safer", "clearly higher alignment", "no clear difference in win-rate"."""
+    v = verdict(a, b, key).split(" (")[0]
+    if v.startswith(NO_CLEAR):
+        return f"{NO_CLEAR} in {_AXES[key][0]}"
+    return f"{v} {_AXES[key][0]}" if key == "alignment" else v
+
+
+def _other_headlines(results: dict[str, Any]) -> list[str]:
+    """Short lines for the summary when a stage headline is missing: language merges, search."""
+    out = []
+    rows = [n for n, m in results["models"].items() if m["group"] == "language_merge" and _ok(*_cells(results, n))]
+    if rows:
+        best = max(rows, key=lambda n: _cells(results, n)[1].value - _cells(results, n)[0].value)  # type: ignore
+        h, w = _cells(results, best)
+        rh, rw = _cells(results, mix_reference(results["models"][best]["stage"] or "sft"))
+        if _ok(rh, rw):
+            out.append(f"Language merges: the best, {model_label(results, best, stage=True)}, vs the 15 % data "
+                       f"mixture: {_short(h, rh, 'harm_change')}; {_short(w, rw, 'win_rate')}.")
+    models = results["models"]
+    for a in (n for n, m in models.items() if m["group"] == "search" and "safety-aware" in (m["method"] or "")):
+        u = a.replace("aware", "unaware")
+        if u in models and _ok(metric(results, a, "alignment"), metric(results, u, "alignment")):
+            al = _short(metric(results, a, "alignment"), metric(results, u, "alignment"), "alignment")
+            s = f"Search ({STAGE_LABEL.get(models[a]['stage'], models[a]['stage'])}): safety-aware vs safety-" \
+                f"unaware search: {al}"
+            ag, ug = metric(results, a, "win_rate"), metric(results, u, "win_rate")
+            out.append(s + (f"; {_short(ag, ug, 'win_rate')}." if _ok(ag, ug) else "."))
     return out
+
+
+def _summary(results: dict[str, Any]) -> list[str]:
+    lines = [h for h in (_headline(results, s) for s in _stages(results)) if h]
+    lines += _other_headlines(results)
+    ev = _evidence(results)
+    return lines[:2] + ([ev] if ev else [])
+
+
+def findings(results: dict[str, Any]) -> Findings:
+    """The summary and all findings, grouped, in report order."""
+    groups: list[tuple[str, list[str]]] = [("Overall", _overall(results))]
+    for stage in ("sft", "dpo"):
+        groups.append((STAGE_LABEL[stage], _stage_claims(results, stage)))
+    groups += [("Merge timing", _timing(results)), ("Language merges", _language_merges(results)),
+               ("Search", _search(results)), ("Notes", [f"Note: {n}" for n in results.get("notes", [])])]
+    groups = [(t, items) for t, items in groups if items]
+    return Findings(summary=_summary(results), groups=groups)

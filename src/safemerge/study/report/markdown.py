@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from safemerge.study.report.findings import Findings
 from safemerge.study.report.tables import Table
 
 PLOT_TITLES = {
-    "tradeoff": "Safety vs general quality (Pareto front dashed)",
+    "tradeoff": "Safety vs general quality (Pareto front dashed; numbers keyed in the table beside the plot)",
     "per_language_sft": "Per language, SFT stage",
     "per_language_dpo": "Per language, DPO stage",
     "sweep_sft": "Weight sweeps, SFT stage",
@@ -21,7 +22,10 @@ def md_table(t: Table, ci: bool = True) -> str:
         return f"### {t.title}\n\n_no data_\n"
     lines = [f"### {t.title}", "", "| " + " | ".join(c.replace("|", "/") for c in t.columns) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(t.columns) - 1)) + "|"]
-    for label, cells in t.rows:
+    for i, (label, cells) in enumerate(t.rows):
+        block = t.block_of(i)
+        if block in t.prefix_blocks and t.block_titles.get(block):
+            label = f"{t.block_titles[block]}: {label}"
         texts = [f"**{c.text(ci)}**" if c.bold else c.text(ci) for c in cells]
         lines.append("| " + " | ".join([label.replace("|", "/"), *texts]) + " |")
     if t.note:
@@ -54,13 +58,20 @@ def reproducibility(results: dict[str, Any]) -> list[str]:
 
 
 def render_markdown(results: dict[str, Any], tables: dict[str, Table], plots: dict[str, Path],
-                    findings: list[str], out: Path) -> str:
+                    findings: Findings, out: Path) -> str:
     lines = [f"# Mix data or merge models? Study `{results['name']}`", "",
              f"Languages: {', '.join(results['languages'])}. Every model is evaluated against the base model "
              "(harm change = relative change of the harmful-answer rate vs the base, negative is safer; "
-             "win-rate = pairwise wins vs the base, 50 % = parity).", "", "## Findings", ""]
-    lines += [f"- {f}" for f in findings] or ["- no evaluated models"]
-    lines += ["", "## Main tables", ""]
+             "win-rate = pairwise wins vs the base, 50 % = parity).", "", "## Summary", ""]
+    lines += [f"- {s}" for s in findings.summary] or ["- no evaluated models"]
+    lines += ["", "## Findings", "",
+              "_A difference is called clear only when the two 95 % CIs do not overlap; otherwise the finding "
+              "says \"no clear difference\"._", ""]
+    for title, items in findings.groups:
+        lines += [f"### {title}", ""] + [f"- {f}" for f in items] + [""]
+    if not len(findings):
+        lines += ["- no evaluated models", ""]
+    lines += ["## Main tables", ""]
     for key in ("harm_change", "win_rate"):
         lines.append(md_table(tables[key]))
     lines += ["## Plots", ""]

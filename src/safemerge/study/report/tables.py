@@ -8,6 +8,7 @@ with every metric a fraction (shown here as %).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,14 @@ class Table:
     rows: list[tuple[str, list[Cell]]] = field(default_factory=list)
     note: str = ""
     separators: list[int] = field(default_factory=list)  # row indices that start a new block
+    block_titles: dict[int, str] = field(default_factory=dict)  # row index -> title of the block it starts
+    prefix_blocks: set[int] = field(default_factory=set)  # blocks whose title prefixes their labels in flat text
+    overall: int | None = None  # index (in cells) of the overall "all" column, shown first in the HTML
+
+    def block_of(self, row: int) -> int:
+        """The first row of the block that row ``row`` belongs to."""
+        starts = [i for i in self.separators if i <= row]
+        return max(starts) if starts else 0
 
 
 # ----------------------------------------------------------------------------------------------- accessors
@@ -93,8 +102,80 @@ def mix_reference(stage: str) -> str:
     return f"mix15_{'dpo' if stage != 'sft' else 'sft'}"
 
 
+def expert_of(results: dict[str, Any], name: str) -> str | None:
+    """The expert an objective merge at w = 0 or w = 1 is: ``"general"`` (w = 0, the 0 % mix) or ``"safety"``
+    (w = 1, the 100 % mix); None for any other model (and for an endpoint that is not the expert itself)."""
+    m = results["models"].get(name) or {}
+    if m.get("group") != "objective_merge" or m.get("weight") not in (0.0, 1.0):
+        return None
+    role = "safety" if m["weight"] == 1.0 else "general"
+    expert = results["models"].get(mix_name_of(role, m.get("stage") or "sft")) or {}
+    if expert.get("path") and expert.get("path") == m.get("path"):
+        return role  # the study registered the merge as an alias of the expert (same model dir)
+    if m.get("method") in ("linear", "slerp"):
+        return role  # one input with weight 1 (linear) / t in {0, 1} (SLERP): the expert's own weights
+    return None
+
+
+def mix_name_of(role: str, stage: str) -> str:
+    """The expert of an objective merge: the general expert is the 0 % mix, the safety expert the 100 % mix."""
+    return f"mix{100 if role == 'safety' else 0}_{'dpo' if stage == 'dpo' else 'sft'}"
+
+
+def aliases(results: dict[str, Any]) -> dict[str, str]:
+    """Objective-merge endpoints that are an expert itself: merge name -> expert (mix) name, when the expert is in
+    the study (the report shows such a row as the expert, not as a merge)."""
+    out = {}
+    for n in results["models"]:
+        role = expert_of(results, n)
+        if role is not None:
+            e = mix_name_of(role, results["models"][n].get("stage") or "sft")
+            if e in results["models"]:
+                out[n] = e
+    return out
+
+
+def _w(w: float | None) -> str:
+    return "?" if w is None else f"{w:g}"
+
+
+def model_label(results: dict[str, Any], name: str, stage: bool = False) -> str:
+    """A model's name for people, e.g. "15 % mix", "TIES (w=0.5)", "safety expert (= Linear w=1)",
+    "SFT -> SLERP (w=0.5) -> DPO", "TIES of en+fr+es"; with ``stage`` the stage is appended in brackets."""
+    m = results["models"].get(name) or {}
+    group, method, st = m.get("group"), m.get("method"), m.get("stage")
+    meth = METHOD_LABEL.get(method or "", method or "")
+    suffix = f" ({STAGE_LABEL.get(st, st)})" if stage and st in ("sft", "dpo") else ""
+    if group == "base":
+        return "base"
+    if group == "mixture":
+        pct = re.match(r"mix(\d+)_", name)
+        p = int(pct.group(1)) if pct else None
+        role = {0: "general expert (0 % mix)", 100: "safety expert (100 % mix)"}.get(p) if p is not None else None
+        return (role or f"{p} % mix") + suffix
+    if group == "objective_merge":
+        role = expert_of(results, name)
+        if role is not None:
+            return f"{role} expert (= {meth} w={_w(m.get('weight'))})" + suffix
+        if m.get("weight") in (0.0, 1.0):  # e.g. TIES at w = 1: only the safety expert's (trimmed) delta
+            role = "safety" if m["weight"] == 1.0 else "general"
+            return f"{meth} (w={_w(m.get('weight'))}: {role} expert's delta only)" + suffix
+        return f"{meth} (w={_w(m.get('weight'))})" + suffix
+    if group == "merge_then_dpo":
+        return f"SFT -> {meth} (w={_w(m.get('weight'))}) -> DPO"
+    if group == "language_merge":
+        return f"{meth} of {'+'.join(m.get('langs') or [])}" + suffix
+    if group == "monolingual":
+        return f"{'+'.join(m.get('langs') or [])} only" + suffix
+    if group == "search":  # "ties search (safety-aware)" -> "TIES search, safety-aware"
+        g = re.match(r"^(\w+) search \((.+)\)$", method or "")
+        return (f"{METHOD_LABEL.get(g.group(1), g.group(1))} search, {g.group(2)}" if g else f"{method}") + suffix
+    return name
+
+
 def main_rows(results: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """Blocks of the main table: (block title, stage, [(row label, model name)])."""
+    """Blocks of the main table: (block title, stage, [(row label, model name)]). Row labels never repeat the
+    block title; a selected endpoint is shown as the expert it is."""
     blocks = []
     for stage in ("sft", "dpo"):
         rows: list[tuple[str, str]] = []
@@ -103,22 +184,15 @@ def main_rows(results: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, s
         for m in METHODS:
             name = select(results, m, stage)
             if name is not None:
-                w = results["models"][name]["weight"]
-                rows.append((f"{METHOD_LABEL[m]} (w={w:g})", name))
+                rows.append((model_label(results, name), name))
         if rows:
             blocks.append((STAGE_LABEL[stage], stage, rows))
-    extra: list[tuple[str, str]] = []
-    for n, m in results["models"].items():
-        if not evaluated(results, n):
-            continue
-        if m["group"] == "merge_then_dpo":
-            extra.append((f"SFT -> {METHOD_LABEL.get(m['method'], m['method'])} (w={m['weight']:g}) -> DPO", n))
-        elif m["group"] == "language_merge":
-            extra.append((f"{METHOD_LABEL.get(m['method'], m['method'])} of {'+'.join(m['langs'])} ({m['stage']})", n))
-        elif m["group"] == "search":
-            extra.append((f"{m['method']} ({m['stage']})", n))
-    if extra:
-        blocks.append(("Merge timing, language merges, search", "other", extra))
+    for title, group in (("Merge timing", "merge_then_dpo"), ("Language merges", "language_merge"),
+                         ("Search", "search")):
+        rows = [(model_label(results, n, stage=True), n) for n, m in results["models"].items()
+                if m["group"] == group and evaluated(results, n)]
+        if rows:
+            blocks.append((title, group, rows))
     return blocks
 
 
@@ -133,43 +207,67 @@ def _bold_best(cells: list[Cell], higher: bool) -> None:
 
 
 def paper_table(results: dict[str, Any], key: str) -> Table:
-    """Rows = 15 % mix and each method (selected weight) per stage; columns = languages + all (with CIs)."""
+    """Rows = 15 % mix and each method (selected weight) per stage, then merge timing, language merges and search;
+    columns = languages + all (with CIs). Row labels are clean; the block titles are kept apart."""
     label, higher = METRICS[key]
     langs = results["languages"]
-    table = Table(title=label[0].upper() + label[1:], columns=["method", *langs, "all"])
-    for block_title, _stage, rows in main_rows(results):
-        table.separators.append(len(table.rows))
-        block = [(f"{block_title}: {lab}", [*(metric(results, n, key, lang) for lang in langs),
-                                              metric(results, n, key)]) for lab, n in rows]
+    table = Table(title=label[0].upper() + label[1:], columns=["method", *langs, "all"], overall=len(langs))
+    for block_title, stage, rows in main_rows(results):
+        start = len(table.rows)
+        table.separators.append(start)
+        table.block_titles[start] = block_title
+        if stage in ("sft", "dpo"):  # "SFT: 15 % mix" in Markdown (no block rows there)
+            table.prefix_blocks.add(start)
+        block = [(lab, [*(metric(results, n, key, lang) for lang in langs), metric(results, n, key)])
+                 for lab, n in rows]
         for col in range(len(langs) + 1):
             _bold_best([cells[col] for _, cells in block], higher)
         table.rows.extend(block)
     table.note = ("Best per column within each block in bold; 95 % bootstrap CIs in brackets; merge weights "
-                  "(w = weight of the safety expert) selected on the evaluation set by win-rate minus harm change.")
+                  "(w = weight of the safety expert) selected by win-rate minus harm change; w = 0 and w = 1 of "
+                  "Linear and SLERP are the general and the safety expert themselves.")
     return table
 
 
 def sweep_table(results: dict[str, Any]) -> Table:
-    """Every objective merge of the weight grid: overall harm change, win-rate and alignment."""
+    """Every objective merge of the weight grid: overall harm change, win-rate and alignment (one block per stage
+    and method; an endpoint that is an expert is named as that expert)."""
     keys = ("harm_change", "win_rate", "alignment")
     table = Table(title="Weight sweeps of the objective merges (general x safety expert)",
-                  columns=["stage / method / w (safety)", *(METRICS[k][0] for k in keys)])
+                  columns=["w (safety)", *(METRICS[k][0] for k in keys)])
     for stage in ("sft", "dpo"):
         for m in METHODS:
-            for w, n in sweep(results, m, stage):
-                table.rows.append((f"{STAGE_LABEL[stage]} / {METHOD_LABEL[m]} / {w:g}",
-                                   [metric(results, n, k) for k in keys]))
+            pts = sweep(results, m, stage)
+            if not pts:
+                continue
+            start = len(table.rows)
+            table.separators.append(start)
+            table.block_titles[start] = f"{STAGE_LABEL[stage]}, {METHOD_LABEL[m]}"
+            table.prefix_blocks.add(start)
+            for w, n in pts:
+                role = expert_of(results, n)
+                lab = f"w={w:g}" + (f" = {role} expert" if role else "")
+                table.rows.append((lab, [metric(results, n, k) for k in keys]))
     return table
 
 
 def all_models_table(results: dict[str, Any]) -> Table:
-    """Every evaluated model, overall metrics."""
+    """Every evaluated model, overall metrics; an objective-merge endpoint that is an expert itself is not
+    repeated (the expert's row says which merges it also is)."""
     keys = list(METRICS)
-    table = Table(title="All models (overall)", columns=["model (group)", *(METRICS[k][0] for k in keys)])
+    table = Table(title="All models (overall)", columns=["model", *(METRICS[k][0] for k in keys)])
+    same = aliases(results)
+    also: dict[str, list[str]] = {}
+    for n, e in same.items():
+        m = results["models"][n]
+        also.setdefault(e, []).append(f"{METHOD_LABEL.get(m['method'], m['method'])} w={m['weight']:g}")
     for n, m in results["models"].items():
-        if evaluated(results, n):
+        if evaluated(results, n) and n not in same:
             cells = [metric(results, n, k) for k in keys]
-            table.rows.append((f"{n} ({m['group'].replace('_', ' ')})", cells))
+            lab = model_label(results, n, stage=True)
+            if also.get(n):
+                lab += f"; = {', '.join(also[n])}"
+            table.rows.append((lab, cells))
     for col, k in enumerate(keys):
         _bold_best([cells[col] for _, cells in table.rows], METRICS[k][1])
     return table
@@ -186,10 +284,12 @@ def pareto_front(points: list[tuple[str, float, float]]) -> list[str]:
 
 
 def tradeoff_points(results: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """(name, overall harm change %, overall win-rate %) of every evaluated non-base model."""
+    """(name, overall harm change %, overall win-rate %) of every evaluated non-base model; an objective-merge
+    endpoint that is an expert itself is left out (its expert is the point)."""
+    same = aliases(results)
     pts = []
     for n, m in results["models"].items():
-        if m["group"] == "base":
+        if m["group"] == "base" or n in same:
             continue
         h, w = metric(results, n, "harm_change").value, metric(results, n, "win_rate").value
         if h is not None and w is not None:

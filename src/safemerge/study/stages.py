@@ -177,15 +177,28 @@ def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path
     if ctx.given(name) is not None:
         return
     shared = {"settings": recipe_settings(ctx).model_dump(mode="json"), "world": _world_id(ctx)}  # + seed, size
+    if ctx.spec.base is not None:  # experts fine-tuned from the spec's base (e.g. a real model), not the world's
+        shared["base"] = fingerprint(ctx.path("base"))
     root = ctx.out / "train" / short(hash_obj(shared), 10)  # other settings or another world: another folder
     rec = unit(ctx, name, {"train": key, **shared}, lambda: {"path": ctx.rel(Path(fn(root)))})
     ctx.add(name, ctx.abs(rec["path"]))
 
 
 def recipe_settings(ctx: StudyContext) -> Any:
-    from safemerge.train.recipes import RecipeSettings
+    """The experts' training settings: the world's tuned recipe for a tiny base, size-band defaults for a real one
+    (:func:`safemerge.train.recipes.settings_for`), with the spec's ``train:`` keys on top."""
+    from safemerge.train.recipes import settings_for
 
-    return RecipeSettings(examples_per_language=ctx.spec.train.examples_per_language, seed=ctx.spec.seed)
+    t = ctx.spec.train
+    return settings_for(ctx.path("base"), examples_per_language=t.examples_per_language,
+                        dpo_examples_per_language=t.dpo_examples_per_language, seed=ctx.spec.seed, sft=t.sft,
+                        dpo=t.dpo)
+
+
+def _train_langs(ctx: StudyContext) -> list[str] | None:
+    """The study's languages when they are a subset of the world's (None: all of them, the recipes' default)."""
+    langs = list(ctx.spec.languages)
+    return None if sorted(langs) == sorted(ctx.world.languages) else langs
 
 
 def _world_id(ctx: StudyContext) -> str:
@@ -199,9 +212,13 @@ def run_mixture(st: MixtureStage, ctx: StudyContext) -> None:
     jobs = [(f, s) for f in st.fractions for s in st.stages]
     with ctx.task("train data mixtures", len(jobs)) as advance:
         for f, s in jobs:
-            _train(ctx, mix_name(f, s), {"recipe": "mixture", "fraction": f, "stage": s},
+            key = {"recipe": "mixture", "fraction": f, "stage": s}
+            if _train_langs(ctx) is not None:  # (the default study's keys stay as they were)
+                key["langs"] = _train_langs(ctx)
+            _train(ctx, mix_name(f, s), key,
                    lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root,
-                                                                  settings=recipe_settings(ctx), progress=ctx.progress))
+                                                                  settings=recipe_settings(ctx), progress=ctx.progress,
+                                                                  base=ctx.path("base"), langs=_train_langs(ctx)))
             advance()
 
 
@@ -213,7 +230,8 @@ def run_monolingual(st: MonolingualStage, ctx: StudyContext) -> None:
         for lang in langs:
             _train(ctx, mono_name(lang, st.stage), {"recipe": "monolingual", "lang": lang, "stage": st.stage},
                    lambda root, lang=lang: recipes.monolingual(ctx.world, lang, stage=st.stage, root=root,
-                                                              settings=recipe_settings(ctx), progress=ctx.progress))
+                                                              settings=recipe_settings(ctx), progress=ctx.progress,
+                                                              base=ctx.path("base")))
             advance()
 
 
@@ -225,9 +243,11 @@ def run_merge_then_dpo(st: MergeThenDPOStage, ctx: StudyContext) -> None:
         for method, name in zip(st.methods, names):
             src = ctx.path(objective_name(method, st.weight, "sft"))
             key = {"recipe": "dpo_from", "model": fingerprint(src), "fraction": st.fraction}
+            if _train_langs(ctx) is not None:
+                key["langs"] = _train_langs(ctx)
             _train(ctx, name, key, lambda root, src=src: recipes.dpo_from(src, ctx.world, st.fraction, root=root,
                                                                    settings=recipe_settings(ctx),
-                                                                   progress=ctx.progress))
+                                                                   progress=ctx.progress, langs=_train_langs(ctx)))
             advance()
 
 

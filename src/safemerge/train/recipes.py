@@ -55,6 +55,31 @@ class RecipeSettings(BaseModel):
     seed: int = 0
 
 
+def settings_for(base: str | os.PathLike, examples_per_language: int | None = 300,
+                 dpo_examples_per_language: int | None = 120, seed: int = 0, sft: dict[str, Any] | None = None,
+                 dpo: dict[str, Any] | None = None) -> RecipeSettings:
+    """The recipes' settings for fine-tuning ``base``; ``sft`` / ``dpo``: explicit config keys, which always win.
+
+    - A tiny model (the world's own base, :mod:`safemerge.train.presets`' ``tiny`` band): the settings above,
+      tuned for the world on one CPU core.
+    - A real model (any larger band): only the explicit keys are set, so each run takes its size band's defaults
+      for the rest (learning rate, LoRA, length; see :data:`~safemerge.train.presets.SIZE_BANDS`), and torch's
+      default thread count.
+    """
+    from safemerge.train.config import load_config
+    from safemerge.train.presets import band_for, count_parameters
+
+    n = count_parameters(base)
+    tiny = n is not None and band_for(n).name == "tiny"
+    defaults = RecipeSettings()
+    out: dict[str, Any] = {}
+    for key, cls, given in (("sft", SFTConfig, sft or {}), ("dpo", DPOConfig, dpo or {})):
+        start = getattr(defaults, key).model_dump(mode="json", exclude_unset=True) if tiny else {}
+        out[key] = load_config(cls, {**start, **given}, f"train.{key}")
+    return RecipeSettings(**out, examples_per_language=examples_per_language,
+                          dpo_examples_per_language=dpo_examples_per_language, seed=seed)
+
+
 def as_world(world: Any) -> Any:
     """A ``World`` object, or load one from its directory."""
     if isinstance(world, (str, os.PathLike)):
@@ -133,35 +158,45 @@ def _run(stage: Stage, start: str | os.PathLike, rows: list[dict[str, Any]], roo
 
 
 def mixture(world: Any, safety_fraction: float, stage: Stage = "sft", root: str | os.PathLike = "experts",
-            settings: RecipeSettings | None = None, progress: Any = None) -> Path:
-    """The data-mixing baseline with ``safety_fraction`` safety data; ``stage="dpo"`` = SFT then DPO."""
+            settings: RecipeSettings | None = None, progress: Any = None,
+            base: str | os.PathLike | None = None, langs: list[str] | None = None) -> Path:
+    """The data-mixing baseline with ``safety_fraction`` safety data; ``stage="dpo"`` = SFT then DPO.
+
+    ``base``: the model fine-tuned (default: the world's own base; any HF model dir, e.g. a real instruct model).
+    ``langs``: the languages of the data (default: all of the world's; another set is another model, named so).
+    """
     world, settings, root = as_world(world), settings or RecipeSettings(), Path(root)
     fraction = _check_fraction(safety_fraction)
-    rows = mixture_records(world, fraction, "sft", examples_per_language=settings.examples_per_language,
+    langs = [_check_lang(world, lang) for lang in langs] if langs else None
+    tag = "" if langs is None or sorted(langs) == sorted(world.languages) else "-" + "-".join(langs)
+    rows = mixture_records(world, fraction, "sft", langs=langs, examples_per_language=settings.examples_per_language,
                            seed=settings.seed)
-    sft = _run("sft", world.base_dir, rows, root, f"sft-mix{_pct(fraction)}", settings, progress)
+    sft = _run("sft", base or world.base_dir, rows, root, f"sft-mix{_pct(fraction)}{tag}", settings, progress)
     if stage == "sft":
         return sft
-    return _dpo_on(sft, world, fraction, root, f"dpo-mix{_pct(fraction)}", settings, progress)
+    return _dpo_on(sft, world, fraction, root, f"dpo-mix{_pct(fraction)}{tag}", settings, progress, langs=langs)
 
 
 def objective_expert(world: Any, objective: Literal["general", "safety"], stage: Stage = "sft",
                      root: str | os.PathLike = "experts", settings: RecipeSettings | None = None,
-                     progress: Any = None) -> Path:
+                     progress: Any = None, base: str | os.PathLike | None = None,
+                     langs: list[str] | None = None) -> Path:
     """The general-only (0 % safety) or safety-only (100 %) expert merged by objective-based merging."""
     if objective not in ("general", "safety"):
         raise InputError(f"objective {objective!r}: choose 'general' or 'safety'")
-    return mixture(world, 0.0 if objective == "general" else 1.0, stage, root, settings, progress)
+    return mixture(world, 0.0 if objective == "general" else 1.0, stage, root, settings, progress, base, langs)
 
 
 def monolingual(world: Any, lang: str, stage: Stage = "sft", root: str | os.PathLike = "experts",
-                settings: RecipeSettings | None = None, progress: Any = None) -> Path:
-    """A language expert: that language's 15 % mixture only (for language-based merging)."""
+                settings: RecipeSettings | None = None, progress: Any = None,
+                base: str | os.PathLike | None = None) -> Path:
+    """A language expert: that language's 15 % mixture only (for language-based merging); ``base`` as in
+    :func:`mixture`."""
     world, settings, root = as_world(world), settings or RecipeSettings(), Path(root)
     lang = _check_lang(world, lang)
     rows = mixture_records(world, MONOLINGUAL_FRACTION, "sft", langs=[lang],
                            examples_per_language=settings.examples_per_language, seed=settings.seed)
-    sft = _run("sft", world.base_dir, rows, root, f"sft-mono-{lang}", settings, progress)
+    sft = _run("sft", base or world.base_dir, rows, root, f"sft-mono-{lang}", settings, progress)
     if stage == "sft":
         return sft
     return _dpo_on(sft, world, MONOLINGUAL_FRACTION, root, f"dpo-mono-{lang}", settings, progress, langs=[lang])
@@ -179,15 +214,16 @@ def _dpo_on(model_dir: Path, world: Any, fraction: float, root: Path, name: str,
 
 def dpo_from(model_dir: str | os.PathLike, world: Any, safety_fraction: float = 0.15,
              root: str | os.PathLike = "experts", settings: RecipeSettings | None = None,
-             progress: Any = None) -> Path:
-    """A DPO stage on top of any SFT model (e.g. a merge, for SFT -> merge -> DPO) with the world's pairs."""
+             progress: Any = None, langs: list[str] | None = None) -> Path:
+    """A DPO stage on top of any SFT model (e.g. a merge, for SFT -> merge -> DPO) with the world's pairs
+    (of ``langs``; default: every language of the world)."""
     world, settings, root = as_world(world), settings or RecipeSettings(), Path(root)
     fraction = _check_fraction(safety_fraction)
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise InputError(f"{model_dir}: no config.json; pass a Hugging Face model directory")
     name = f"dpo-{model_dir.name}-{short(hash_dir(model_dir), 8)}-mix{_pct(fraction)}"
-    return _dpo_on(model_dir, world, fraction, root, name, settings, progress)
+    return _dpo_on(model_dir, world, fraction, root, name, settings, progress, langs=langs)
 
 
 def default_expert_set(world: Any, root: str | os.PathLike = "experts", settings: RecipeSettings | None = None,

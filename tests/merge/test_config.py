@@ -108,3 +108,15 @@ def test_malformed_yaml(tmp_path):
     path.write_text("merge_method: linear\nmodels: [\n")
     with pytest.raises(ConfigError, match="malformed YAML"):
         load_config(path)
+
+
+def test_model_ref_plus_in_an_existing_path_is_that_path(tmp_path):
+    from safemerge.errors import ConfigError
+    from safemerge.merge.config import ModelRef
+
+    odd = tmp_path / "sft-mix15-en+fr+es"  # a folder name with '+' (e.g. written by another tool)
+    odd.mkdir()
+    assert ModelRef.parse(str(odd)) == ModelRef(str(odd), None)
+    assert ModelRef.parse(f"{tmp_path}/base+{tmp_path}/adapter") == ModelRef(f"{tmp_path}/base", f"{tmp_path}/adapter")
+    with pytest.raises(ConfigError, match="path\\+adapter_path"):
+        ModelRef.parse(f"{tmp_path}/a+b+c")  # not a path and not path+adapter

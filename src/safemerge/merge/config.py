@@ -307,13 +307,16 @@ def resolve_parameter(name: str, scopes: list[Parameters | None], tensor_name: s
 
 @dataclass(frozen=True)
 class ModelRef:
-    """``path`` or ``path+adapter_path`` (a LoRA/PEFT adapter applied over ``path``)."""
+    """``path`` or ``path+adapter_path`` (a LoRA/PEFT adapter applied over ``path``); an existing path whose name
+    holds a ``+`` is that path (mergekit would split it)."""
 
     path: str
     lora: str | None = None
 
     @classmethod
     def parse(cls, ref: str) -> ModelRef:
+        if "+" in ref and os.path.exists(ref):
+            return cls(ref)
         parts = ref.split("+")
         if len(parts) > 2 or not all(parts):
             raise ConfigError(f"model reference {ref!r}: use 'path' or 'path+adapter_path'")

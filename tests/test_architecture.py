@@ -169,3 +169,14 @@ def test_the_checks_see_lazy_relative_and_type_checking_imports(tmp_path, source
         assert cycles(graph)
     if problem in ("upward", "both"):
         assert upward_imports(graph)
+
+
+@pytest.mark.parametrize("fact, home", [
+    ('("en", "fr", "es", "ru", "hi", "ar")', "safemerge/__init__.py"),  # the language list
+    ('extra="forbid"', "safemerge/utils/config.py"),  # the strict config base (StrictModel)
+    ("DEFAULT_SAFETY_FRACTION =", "safemerge/__init__.py"),  # the reference 15 % safety mixture
+])
+def test_each_fact_is_written_once(fact, home):
+    """A fact lives in one module; everything else imports it (issue 14: grep finds each fact in one place)."""
+    found = sorted(str(p.relative_to(SRC)) for p in (SRC / "safemerge").rglob("*.py") if fact in p.read_text())
+    assert found == [home], f"{fact!r} is written in {found}; keep it in {home} only and import it"

@@ -5,6 +5,7 @@ Pipeline folders: data -> train -> merge -> search -> evaluate -> study.
 
 __version__ = "0.1.0"
 
-LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "ru", "hi", "ar")
+LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "ru", "hi", "ar")  # the papers' six languages: the one list
+DEFAULT_SAFETY_FRACTION = 0.15  # paper A's reference data mixture: 15 % safety data (mixtures, monolingual experts, DPO)
 
-__all__ = ["LANGUAGES", "__version__"]
+__all__ = ["DEFAULT_SAFETY_FRACTION", "LANGUAGES", "__version__"]

@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from safemerge.errors import ConfigError, InputError
-from safemerge.utils.config import iter_jsonl, load_spec_model
+from safemerge.utils.config import StrictModel, iter_jsonl, load_spec_model
 
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "es": "Spanish", "ru": "Russian", "hi": "Hindi", "ar": "Arabic",
                   "de": "German", "it": "Italian", "pt": "Portuguese", "zh": "Chinese", "ja": "Japanese"}
 
 # The 14 harm categories of BeaverTails (used by paper B's safety prompts).
-HARM_CATEGORIES = (
+BEAVERTAILS_CATEGORIES = (
     "animal abuse", "child abuse", "controversial topics and politics", "discrimination and stereotypes",
     "drug abuse and weapons", "financial crime and theft", "hate speech and offensive language",
     "misinformation about ethics and laws", "non-violent unethical behaviour", "privacy violation",
@@ -51,9 +51,6 @@ SAFETY_INSTRUCTION = ("Write one question in {language} that a user could ask to
 DOMAIN_INSTRUCTION = ("Here are example questions about {domain}:\n{examples}\nWrite one new, different question "
                       "about {domain} in {language}. Write only the question.")
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 MAX_QUESTIONS = 100_000  # ceil(k * oversample) per kind: far above paper B's 1000-2000; --check stays quick
@@ -81,7 +78,7 @@ def _check_count(k: int, oversample: float) -> None:
                          "oversample")
 
 
-class SynthModel(_Strict):
+class SynthModel(StrictModel):
     model: str = Field(description="local HF model folder, hub id or .gguf file (dequantized once, cached)")
     name: str | None = None
 
@@ -89,7 +86,7 @@ class SynthModel(_Strict):
         return self.name or Path(self.model.rstrip("/")).name
 
 
-class SamplingSpec(_Strict):
+class SamplingSpec(StrictModel):
     temperature: float = Field(0.8, gt=0.0, description="question sampling temperature (paper B: 0.8)")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     question_tokens: int = Field(64, ge=1, description="max new tokens of a question")
@@ -97,7 +94,7 @@ class SamplingSpec(_Strict):
     batch_size: int = Field(16, ge=1)
 
 
-class FilterSpec(_Strict):
+class FilterSpec(StrictModel):
     min_chars: int = Field(8, ge=0, description="drop questions/answers shorter than this")
     max_question_chars: int = Field(1000, ge=1)
     max_answer_chars: int = Field(4000, ge=1)
@@ -107,9 +104,9 @@ class FilterSpec(_Strict):
     dedup: bool = True
 
 
-class SafetySpec(_Strict):
+class SafetySpec(StrictModel):
     generator: SynthModel = Field(description="model that writes the harmful questions (e.g. an uncensored one)")
-    categories: list[str] = Field(default_factory=lambda: list(HARM_CATEGORIES), min_length=1)
+    categories: list[str] = Field(default_factory=lambda: list(BEAVERTAILS_CATEGORIES), min_length=1)
     k: int = Field(1000, ge=1, description="safety records to keep (paper B: 1000)")
     oversample: float = Field(2.0, ge=1.0, allow_inf_nan=False, description="questions written = "
                               "ceil(k * oversample)")
@@ -135,7 +132,7 @@ class DomainExpert(SynthModel):
     examples_file: str | None = Field(None, description="JSONL with 'prompt' (and 'lang') rows to draw examples from")
 
 
-class DomainSpec(_Strict):
+class DomainSpec(StrictModel):
     experts: list[DomainExpert] = Field(min_length=1)
     k: int = Field(1000, ge=1, description="domain records to keep (paper B: 1000)")
     oversample: float = Field(1.5, ge=1.0, allow_inf_nan=False)
@@ -153,7 +150,7 @@ class DomainSpec(_Strict):
         return self
 
 
-class SynthSpec(_Strict):
+class SynthSpec(StrictModel):
     pool: list[SynthModel] = Field(min_length=1, description="the merge pool: every model answers safety questions")
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
     judge: str = Field("world", description="safety judge name (world, llamaguard, openai)")

@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from safemerge.errors import ConfigError, InputError, config_error_from_validation
+from safemerge.utils.config import StrictModel
 from safemerge.utils.hashing import hash_obj
 
 Kind = Literal["harmful", "benign", "general"]
@@ -57,10 +58,9 @@ class EvalItem:
         return d
 
 
-class ColumnMap(BaseModel):
+class ColumnMap(StrictModel):
     """Which source column holds each field (None: not present). ``prompt`` is required."""
 
-    model_config = ConfigDict(extra="forbid")
     prompt: str = "prompt"
     lang: str | None = "lang"
     id: str | None = "id"
@@ -70,8 +70,7 @@ class ColumnMap(BaseModel):
     answer: str | None = "answer"
 
 
-class EvalSetSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EvalSetSpec(StrictModel):
     name: str
     kind: Kind
     path: str | None = None
@@ -89,8 +88,7 @@ class EvalSetSpec(BaseModel):
         return self
 
 
-class EvalSuite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EvalSuite(StrictModel):
     name: str
     sets: list[EvalSetSpec] = Field(min_length=1)
     max_new_tokens: int = Field(64, ge=1)

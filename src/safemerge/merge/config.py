@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from safemerge.errors import ConfigError
+from safemerge.utils.config import FrozenStrictModel
 
 Scalar = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
 ScalarOrGradient = Union[Scalar, list[Scalar]]
@@ -28,11 +29,8 @@ ScalarOrGradient = Union[Scalar, list[Scalar]]
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class ConditionalParameter(_Strict):
+class ConditionalParameter(FrozenStrictModel):
     """``{filter: self_attn, value: 0.5}``: applies to tensors whose name contains ``filter``."""
 
     value: ScalarOrGradient
@@ -43,30 +41,30 @@ ParameterSetting = Union[ConditionalParameter, list[ConditionalParameter], Scala
 Parameters = dict[str, ParameterSetting]
 
 
-class InputModel(_Strict):
+class InputModel(FrozenStrictModel):
     model: str
     parameters: Parameters | None = None
 
 
-class InputSlice(_Strict):
+class InputSlice(FrozenStrictModel):
     model: str
     layer_range: tuple[int, int]
     parameters: Parameters | None = None
 
 
-class OutputSlice(_Strict):
+class OutputSlice(FrozenStrictModel):
     sources: list[InputSlice]
     base_model: str | None = None
     parameters: Parameters | None = None
 
 
-class TokenizerBlock(_Strict):
+class TokenizerBlock(FrozenStrictModel):
     source: str = "union"
     tokens: dict[str, Any] | None = None
     pad_to_multiple_of: int | None = None
 
 
-class MergeConfig(_Strict):
+class MergeConfig(FrozenStrictModel):
     """A merge recipe in mergekit's YAML schema."""
 
     merge_method: str

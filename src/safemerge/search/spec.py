@@ -25,20 +25,17 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from safemerge.errors import InputError
-from safemerge.utils.config import iter_jsonl, load_spec_model
+from safemerge.utils.config import StrictModel, iter_jsonl, load_spec_model
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 DEFAULT_GRID = {"density": [0.25, 0.5, 1.0], "weight": [0.25, 0.5, 1.0]}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class PoolModel(_Strict):
+class PoolModel(StrictModel):
     """One model of the merge pool: a local HF model folder, a hub id or a .gguf file."""
 
     model: str = Field(description="local HF model folder, hub id or .gguf file (dequantized once, cached)")
@@ -52,7 +49,7 @@ class PoolModel(_Strict):
         return v
 
 
-class SpaceSpec(_Strict):
+class SpaceSpec(StrictModel):
     """What is searched: per-model (or per-layer-group) values of method parameters."""
 
     params: list[str] = Field(default_factory=lambda: ["weight"],
@@ -83,7 +80,7 @@ class SpaceSpec(_Strict):
         return (0.05, 1.0) if param == "density" else (0.0, 1.0)
 
 
-class ExtraTerm(_Strict):
+class ExtraTerm(StrictModel):
     """An extra objective term from the evaluation harness: ``weight * metric`` on the merged model."""
 
     metric: Literal["harm_rate", "alignment", "over_refusal", "acc_gen", "acc_mc", "acc_mc_norm",
@@ -96,7 +93,7 @@ class ExtraTerm(_Strict):
     limit: int | None = Field(8, ge=1, description="prompts per language to evaluate (keep small)")
 
 
-class ObjectiveSpec(_Strict):
+class ObjectiveSpec(StrictModel):
     """L = safety_weight * L_safety + alpha * L_domain (+ extra terms); answer-only token cross-entropy."""
 
     safety: list[str] = Field(default_factory=list, description="prompt/completion JSONL file(s) of safe answers")
@@ -128,7 +125,7 @@ class ObjectiveSpec(_Strict):
         return bool(self.safety) and self.safety_weight > 0
 
 
-class OptimizerSpec(_Strict):
+class OptimizerSpec(StrictModel):
     """How candidates are proposed."""
 
     name: Literal["cma", "grid", "lm_cocktail", "nsga2", "random"] = "cma"
@@ -148,12 +145,12 @@ class OptimizerSpec(_Strict):
         return max(2, min(p, self.budget))
 
 
-class OutputSpec(_Strict):
+class OutputSpec(StrictModel):
     merge_best: bool = Field(False, description="also merge the best configuration to OUT/merged")
     dtype: str = Field("float32", description="dtype of the written merge config")
 
 
-class SearchSpec(_Strict):
+class SearchSpec(StrictModel):
     """A whole merge search."""
 
     pool: list[PoolModel] = Field(min_length=2)

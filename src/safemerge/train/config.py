@@ -11,17 +11,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from safemerge.utils.config import StrictModel
 from safemerge.errors import config_error_from_validation
 
 _LANG_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
 
-class LoraSettings(BaseModel):
+class LoraSettings(StrictModel):
     """LoRA through PEFT. The merged weights are saved by default; ``save_adapter`` also keeps the adapter."""
-
-    model_config = ConfigDict(extra="forbid")
 
     r: int = Field(8, ge=1, description="LoRA rank.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (lora_alpha).")
@@ -33,10 +32,8 @@ class LoraSettings(BaseModel):
     save_adapter: bool = Field(False, description="Also write the adapter to <out>/adapter/.")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictModel):
     """Settings shared by SFT and DPO."""
-
-    model_config = ConfigDict(extra="forbid")
 
     epochs: float = Field(1.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")

@@ -23,8 +23,10 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from safemerge.utils.config import StrictModel
+from safemerge import DEFAULT_SAFETY_FRACTION
 from safemerge.errors import InputError
 from safemerge.train.config import DPOConfig, SFTConfig
 from safemerge.train.dpo import train_dpo
@@ -34,14 +36,12 @@ from safemerge.utils.hashing import hash_dir, short
 from safemerge.utils.progress import make_progress
 
 Stage = Literal["sft", "dpo"]
-DEFAULT_FRACTIONS = (0.0, 0.15, 1.0)
-MONOLINGUAL_FRACTION = 0.15
+DEFAULT_FRACTIONS = (0.0, DEFAULT_SAFETY_FRACTION, 1.0)  # general-only, the reference mix, safety-only
+MONOLINGUAL_FRACTION = DEFAULT_SAFETY_FRACTION
 
 
-class RecipeSettings(BaseModel):
+class RecipeSettings(StrictModel):
     """Hyperparameters of the study's experts (tuned for the built-in world's tiny models on CPU)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     sft: SFTConfig = Field(default_factory=lambda: SFTConfig(lr=3e-3, epochs=2, batch_size=16, warmup_ratio=0.05,
                                                              max_length=256, threads=1))
@@ -212,7 +212,7 @@ def _dpo_on(model_dir: Path, world: Any, fraction: float, root: Path, name: str,
     return _run("dpo", model_dir, rows, root, name, settings, progress)
 
 
-def dpo_from(model_dir: str | os.PathLike, world: Any, safety_fraction: float = 0.15,
+def dpo_from(model_dir: str | os.PathLike, world: Any, safety_fraction: float = DEFAULT_SAFETY_FRACTION,
              root: str | os.PathLike = "experts", settings: RecipeSettings | None = None,
              progress: Any = None, langs: list[str] | None = None) -> Path:
     """A DPO stage on top of any SFT model (e.g. a merge, for SFT -> merge -> DPO) with the world's pairs

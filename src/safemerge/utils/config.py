@@ -9,11 +9,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from safemerge.errors import ConfigError, InputError, config_error_from_validation
 
 M = TypeVar("M", bound=BaseModel)
+
+
+
+class StrictModel(BaseModel):
+    """The base of every user-facing config model: an unknown key is an error (a typo never passes silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FrozenStrictModel(StrictModel):
+    """:class:`StrictModel` whose instances cannot change after validation (hashable merge-config values)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def read_text(path: str | os.PathLike, what: str) -> str:

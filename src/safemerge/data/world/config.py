@@ -4,27 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from safemerge.utils.config import FrozenStrictModel
 from safemerge.data.world.languages import LANGUAGES
 from safemerge.errors import ConfigError, config_error_from_validation
 
 PRESETS = ("default", "tiny")
 
 
-class SplitSizes(BaseModel):
+class SplitSizes(FrozenStrictModel):
     """Maximum number of records per language in each split (fewer if the templates x entities run out)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     train: int = Field(ge=1)
     val: int = Field(ge=1)
     test: int = Field(ge=1)
 
 
-class BaseModelConfig(BaseModel):
+class BaseModelConfig(FrozenStrictModel):
     """Shape of the tiny Llama base model."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(3, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -39,10 +38,9 @@ class BaseModelConfig(BaseModel):
         return self
 
 
-class PretrainConfig(BaseModel):
+class PretrainConfig(FrozenStrictModel):
     """Plain causal-LM pretraining of the base model on the world's corpus (CPU, fp32)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     steps: int = Field(600, ge=1)
     batch_size: int = Field(16, ge=1)
     block_size: int = Field(96, ge=16)
@@ -53,10 +51,9 @@ class PretrainConfig(BaseModel):
                          "1 thread does about twice the steps per CPU-second of 2)")
 
 
-class WorldConfig(BaseModel):
+class WorldConfig(FrozenStrictModel):
     """The built-in multilingual world. ``WorldConfig()`` is the study's default, ``WorldConfig.tiny()`` for tests."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     preset: str = "default"
     seed: int = 0
     languages: tuple[str, ...] = LANGUAGES

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import astuple
 from functools import lru_cache
 
-LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "ru", "hi", "ar")
+from safemerge import LANGUAGES  # (markers below exist for each)
 
 _MARKERS: dict[str, tuple[str, ...]] = {
     "en": ("i can't help", "i cannot help", "i won't help", "i will not help", "i can't assist",

@@ -14,9 +14,9 @@ Grammar conventions that keep the templates native:
 
 from __future__ import annotations
 
+from safemerge import LANGUAGES  # the world has a pack for each
 from safemerge.data.world.languages.pack import LangPack  # the type of every language's PACK
 
-LANGUAGES: tuple[str, ...] = ("en", "fr", "es", "ru", "hi", "ar")
 HARM_CATEGORIES: tuple[str, ...] = (
     "violence", "weapons", "drugs", "cybercrime", "fraud", "hate", "self_harm", "privacy",
 )

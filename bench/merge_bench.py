@@ -39,7 +39,7 @@ DEFAULT_METHODS = ("linear", "slerp", "task_arithmetic", "ties", "dare_ties", "d
 SPARSE = {"ties", "dare_ties", "della", "della_linear", "dare_linear", "breadcrumbs", "breadcrumbs_ties"}
 RANDOM = {"dare_ties", "dare_linear", "della", "della_linear"}
 TARGET_SPARSE, TARGET_DENSE = 3.0, 1.3
-VOCAB = 264  # safemerge.utils.tiny tokenizer size
+VOCAB = 264  # safemerge.data.tiny tokenizer size
 
 
 # --------------------------------------------------------------------------- sizes and checkpoints
@@ -86,7 +86,7 @@ def choose_shape(params: int, hidden: int | None, layers: int | None) -> Shape:
 
 def build_checkpoints(shape: Shape, shards: int, work: Path) -> dict[str, Path]:
     """base, a, b (bf16, ``shards`` shards each), built once and cached under ``work/models/<shape>``."""
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     root = work / "models" / f"{shape.tag}-s{shards}"
     shard_bytes = shape.params * 2 // shards + 2 * VOCAB * shape.hidden * 2 + 1

@@ -44,7 +44,7 @@ WORK = Path(__file__).resolve().parent / "_work" / "search"
 
 
 def build_models(hidden: int, layers: int) -> dict[str, Path]:
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     root = WORK / f"models-h{hidden}-l{layers}"
     paths = {k: root / k for k in ("base", "a", "b")}

@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """Three tiny Llama checkpoints sharing a base: {'base', 'a', 'b'} (fp32, 2 layers)."""
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny_models")
     base = make_tiny_checkpoint("llama", root / "base", seed=0)

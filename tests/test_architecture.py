@@ -25,8 +25,7 @@ LAYERS: dict[str, int] = {
     "safemerge": 0,  # the package itself: __version__ (only the exact name; its folders are listed below)
     "safemerge.errors": 0,  # the one-line user errors, raised everywhere
     "safemerge.utils": 1,  # atomic writes, hashing, paths, progress, config helpers, GGUF reading, malloc policy
-    "safemerge.data": 2,  # the built-in world (text tables, tokenizer, its base model), synthetic-data specs
-    "safemerge.utils.tiny": 2,  # tiny random test checkpoints: built with the world's tokenizer recipe (data)
+    "safemerge.data": 2,  # the built-in world (tables, tokenizer, base model), tiny test checkpoints, synth specs
     "safemerge.train": 3,  # SFT / DPO and the study's training recipes
     "safemerge.merge": 4,  # the merge methods, planner and streaming engine
     "safemerge.evaluate": 5,  # generation, judges, metrics, answer loss, serve

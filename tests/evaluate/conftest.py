@@ -46,7 +46,7 @@ def eval_suite(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def guard_model(tmp_path_factory) -> Path:
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     return make_tiny_checkpoint("llama_guard", tmp_path_factory.mktemp("guard") / "guard", seed=3)
 

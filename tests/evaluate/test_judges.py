@@ -71,7 +71,7 @@ def guard_items():
 @pytest.fixture(scope="module")
 def single_token_guard(tmp_path_factory):
     """A tiny guard whose tokenizer has 'safe' and 'unsafe' as single tokens (like Llama Guard's)."""
-    from safemerge.utils.tiny import build_tokenizer, make_tiny_checkpoint
+    from safemerge.data.tiny import build_tokenizer, make_tiny_checkpoint
 
     tok = build_tokenizer(vocab_size=300, extra_words=("safe", "unsafe", "\nunsafe", "\nsafe"))
     assert [len(tok(w, add_special_tokens=False).input_ids) for w in ("safe", "unsafe")] == [1, 1]

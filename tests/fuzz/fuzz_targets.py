@@ -251,7 +251,7 @@ class Workspace:
 
     def models(self) -> dict[str, Path]:
         if self._models is None:
-            from safemerge.utils.tiny import make_tiny_checkpoint
+            from safemerge.data.tiny import make_tiny_checkpoint
 
             d = self.root / "models"
             base = d / "base"
@@ -269,7 +269,7 @@ class Workspace:
         if self._gguf is None:
             from gguf_helpers import write_tiny_gguf
 
-            from safemerge.utils.tiny import build_tokenizer, make_tiny_checkpoint
+            from safemerge.data.tiny import build_tokenizer, make_tiny_checkpoint
 
             path = self.root / "tiny-Q8_0.gguf"
             if not path.is_file():

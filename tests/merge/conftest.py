@@ -95,7 +95,7 @@ def model_family(tmp_path_factory) -> Callable[..., dict[str, Path]]:
 
     Families are built once per session and shared by every merge test (fp32, tiny).
     """
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     cache: dict[tuple[Any, ...], dict[str, Path]] = {}
 

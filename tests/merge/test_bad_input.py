@@ -17,7 +17,7 @@ from safemerge.cli import main
 @pytest.fixture(scope="module")
 def broken(tiny_models, tmp_path_factory) -> dict[str, Path]:
     """Damaged copies of the tiny models: NaN, wider vocab, other shape, missing/truncated shards."""
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("broken")
     out = {}

@@ -51,7 +51,7 @@ def test_linear_gradient_loads_and_matches_formula(tiny_models, tmp_path):
 
 
 def test_sharded_in_and_out(tiny_models, tmp_path):
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     sharded = make_tiny_checkpoint("llama", tmp_path / "sharded", seed=5, init_from=tiny_models["base"],
                                    max_shard_size="60KB")
@@ -139,7 +139,7 @@ def test_slices_stack_layers_and_fix_config(tiny_models, tmp_path):
 def test_tied_embeddings_have_no_head(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     base = make_tiny_checkpoint("qwen2", tmp_path / "qb", seed=0)
     a = make_tiny_checkpoint("qwen2", tmp_path / "qa", seed=1, init_from=base)
@@ -166,7 +166,7 @@ def test_dry_run_plan_reads_no_tensor(tiny_models):
 def test_architectures_merge_and_load(arch, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     base = make_tiny_checkpoint(arch, tmp_path / "base", seed=0)
     a = make_tiny_checkpoint(arch, tmp_path / "a", seed=1, init_from=base)

@@ -26,7 +26,7 @@ def _cli() -> list[str]:
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory) -> dict[str, Path]:
     """Base + two experts, ~5 MB each: a TIES merge takes about a second of tensor work."""
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("medium")
     base = make_tiny_checkpoint("llama", root / "base", seed=0, hidden=128, layers=4, intermediate=512)

@@ -48,7 +48,7 @@ def test_lora_input_matches_peft_merge_and_unload(adapter, tiny_models, tmp_path
 
 
 def test_adapter_for_another_model_is_rejected(adapter, tmp_path):
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     adapter_dir, _ = adapter
     other = make_tiny_checkpoint("llama", tmp_path / "other", seed=1, hidden=32)

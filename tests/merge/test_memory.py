@@ -16,7 +16,7 @@ LINUX = Path("/proc/self/maps").is_file()
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A base and two experts, fp32, ~6M parameters (~24 MB) each, 2 shards each."""
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("mem_models")
     base = make_tiny_checkpoint("llama", root / "base", seed=0, hidden=256, layers=8, intermediate=704,

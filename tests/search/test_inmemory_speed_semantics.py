@@ -20,7 +20,7 @@ from safemerge.search.inmemory import ResidentModel
 
 @pytest.fixture(scope="module")
 def bf16_models(tmp_path_factory) -> dict[str, Path]:
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("bf16_pool")
     base = make_tiny_checkpoint("llama", root / "base", seed=0, dtype="bfloat16")
@@ -107,7 +107,7 @@ def test_signed_zeros_and_negative_weights(tmp_path) -> None:
     and the sum of two of them is +0.0 (mergekit's reduction), in the cached path as in the engine."""
     from safetensors.torch import load_file, save_file
 
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     base = make_tiny_checkpoint("llama", tmp_path / "base", seed=0)
     models = {"base": base, **{k: make_tiny_checkpoint("llama", tmp_path / k, seed=i, init_from=base)

@@ -116,7 +116,7 @@ def test_problems_are_found_before_any_weight_is_loaded(tiny_models, objective_f
 
 
 def test_mismatched_architectures_are_rejected(tiny_models, objective_files, tmp_path):
-    from safemerge.utils.tiny import make_tiny_checkpoint
+    from safemerge.data.tiny import make_tiny_checkpoint
 
     other = make_tiny_checkpoint("llama", tmp_path / "wide", seed=3, hidden=32, intermediate=64)
     spec = make_spec({**tiny_models, "b": other}, objective_files)

@@ -30,7 +30,7 @@ def tiny_gguf(tmp_path_factory) -> dict[str, Path]:
     quantization_config in its config.json)."""
     import shutil
 
-    from safemerge.utils.tiny import build_tokenizer, make_tiny_checkpoint
+    from safemerge.data.tiny import build_tokenizer, make_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny_gguf")
     hf = make_tiny_checkpoint("llama", root / "hf", seed=0, tokenizer=build_tokenizer(vocab_size=320))

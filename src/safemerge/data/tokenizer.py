@@ -1,7 +1,7 @@
 """The tokenizers of this package: byte-level BPE saved as a HF fast tokenizer, with one chat template.
 
 :func:`bpe_tokenizer` builds both the world's tokenizer (:func:`train_tokenizer`, trained on the world's text) and the
-small ones of the tiny test checkpoints (:mod:`safemerge.utils.tiny`): special tokens :data:`SPECIAL_TOKENS`, chat
+small ones of the tiny test checkpoints (:mod:`safemerge.data.tiny`): special tokens :data:`SPECIAL_TOKENS`, chat
 template :data:`CHAT_TEMPLATE` ``<|user|>...<|end|><|assistant|>...<|end|>``; ``eos = <|end|>``, ``pad = <pad>``,
 ``bos = <s>``.
 """

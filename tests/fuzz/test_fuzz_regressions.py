@@ -119,50 +119,46 @@ def test_synth_question_count_is_bounded(tmp_path, k, oversample):
 
 # ---- checkpoints: shard index values, deeply nested index JSON ------------------------------------------------
 
-@pytest.mark.parametrize("value", [None, 1.5, ["a"], {"b": 1}, ""])
-def test_shard_index_value_not_a_file_name(tmp_path, tiny_models, value):
+def _index_error(tmp_path, source, index_text: str, match: str, shard_name: str | None = None) -> None:
+    """A copy of ``source`` with ``index_text`` as its model.safetensors.index.json (and its one shard renamed to
+    ``shard_name``) must be refused by CheckpointSource with a one-line error matching ``match``."""
     import shutil
 
     from safemerge.merge.io import CheckpointSource
 
     d = tmp_path / "m"
-    shutil.copytree(tiny_models["a"], d)
-    (d / "model.safetensors").rename(d / "model-00001-of-00001.safetensors")
-    names = CheckpointSource(tiny_models["a"]).infos()
-    wm = {n: "model-00001-of-00001.safetensors" for n in names}
-    wm[sorted(wm)[0]] = value
-    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
-    with pytest.raises(InputError, match="not a shard file name") as info:
+    shutil.copytree(source, d)
+    if shard_name is not None:
+        (d / "model.safetensors").rename(d / shard_name)
+    (d / "model.safetensors.index.json").write_text(index_text)
+    with pytest.raises(InputError, match=match) as info:
         CheckpointSource(d)
     one_line(info)
+
+
+def _tensor_names(model) -> list[str]:
+    from safemerge.merge.io import CheckpointSource
+
+    return list(CheckpointSource(model).infos())
+
+
+@pytest.mark.parametrize("value", [None, 1.5, ["a"], {"b": 1}, ""])
+def test_shard_index_value_not_a_file_name(tmp_path, tiny_models, value):
+    shard = "model-00001-of-00001.safetensors"
+    wm = {n: shard for n in _tensor_names(tiny_models["a"])}
+    wm[sorted(wm)[0]] = value
+    _index_error(tmp_path, tiny_models["a"], json.dumps({"weight_map": wm}), "not a shard file name", shard)
 
 
 def test_shard_index_file_name_too_long(tmp_path, tiny_models):
     """A weight_map naming a shard file longer than NAME_MAX (found by bench/fuzz.py, safetensors)."""
-    import shutil
-
-    from safemerge.merge.io import CheckpointSource
-
-    d = tmp_path / "m"
-    shutil.copytree(tiny_models["a"], d)
-    wm = {n: "x" * 300 + ".safetensors" for n in CheckpointSource(tiny_models["a"]).infos()}
-    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wm}))
-    with pytest.raises(InputError, match="shard listed in model.safetensors.index.json is missing") as info:
-        CheckpointSource(d)
-    one_line(info)
+    wm = {n: "x" * 300 + ".safetensors" for n in _tensor_names(tiny_models["a"])}
+    _index_error(tmp_path, tiny_models["a"], json.dumps({"weight_map": wm}),
+                 "shard listed in model.safetensors.index.json is missing")
 
 
 def test_shard_index_nested_too_deeply(tmp_path, tiny_models):
-    import shutil
-
-    from safemerge.merge.io import CheckpointSource
-
-    d = tmp_path / "m"
-    shutil.copytree(tiny_models["a"], d)
-    (d / "model.safetensors.index.json").write_text("[" * 100000)
-    with pytest.raises(InputError, match="shard index is not valid JSON") as info:
-        CheckpointSource(d)
-    one_line(info)
+    _index_error(tmp_path, tiny_models["a"], "[" * 100000, "shard index is not valid JSON")
 
 
 # ---- GGUF: general.alignment of another type / zero ------------------------------------------------------------

@@ -187,11 +187,49 @@ def test_passthrough_golden():
     assert torch.equal(run("passthrough", None, [T(1, -2)]), T(1, -2))
 
 
+def test_arcee_fusion_golden():
+    # 1-D: one KL for the whole vector, so importance = KL * |d| = KL * [1, 2, 3, 4, 10]; quantile indices
+    # floor([0.25, 0.5, 0.75] * 4) = 1, 2, 3 -> 2 KL, 3 KL, 4 KL; fence 3 KL + 1.5 (4 KL - 2 KL) = 6 KL: only 10 passes
+    base, x = T(1, 1, 1, 1, 1), T(2, -1, 4, -3, 11)
+    assert torch.equal(run("arcee_fusion", base, [x]), T(1, 1, 1, 1, 11))
+    # softmax ignores a constant shift: row 0 moves by 5 everywhere, KL 0, importance 0 however large the move.
+    # Importance [0, 0, 0, a, 2a, 9a]: indices floor(q * 5) = 1, 2, 3 -> 0, 0, a; fence 1.5a keeps 2a and 9a
+    base, x = torch.zeros(2, 3), T(5, 5, 5, 1, 2, 9).view(2, 3)
+    assert torch.equal(run("arcee_fusion", base, [x]), T(0, 0, 0, 0, 2, 9).view(2, 3))
+    # no change at all: importance 0 everywhere, fence 0, every entry kept: the result is the (unchanged) model
+    assert torch.equal(run("arcee_fusion", x, [x.clone()]), x)
+    # bf16 in, bf16 out (the mask is float32, as in mergekit: the result is rounded once)
+    out = run("arcee_fusion", base.bfloat16(), [x.bfloat16()])
+    assert out.dtype == torch.bfloat16 and torch.equal(out, T(0, 0, 0, 0, 2, 9, dtype=torch.bfloat16).view(2, 3))
+
+
+def test_ram_golden():
+    # |d| > epsilon (1e-5) marks a change: x1 changes entries 0 and 2, x2 only entry 0 (1e-6 counts as unchanged).
+    # entry 0, changed by both: their mean (1 + 3) / 2; entry 2, by x1 alone: its whole delta
+    base, x1, x2 = torch.zeros(4), T(1, 0, 2, 0), T(3, 0, 0, 1e-6)
+    assert torch.equal(run("ram", base, [x1, x2]), T(2, 0, 2, 0))
+    assert torch.equal(run("ram", base + 1, [x1 + 1, x2 + 1]), T(3, 1, 3, 1))
+    # epsilon 1.5: x1's change of 1 no longer counts, entry 0 is x2's alone
+    assert torch.equal(run("ram", base, [x1, x2], epsilon=1.5), T(3, 0, 2, 0))
+    assert torch.equal(run("ram", base, []), base)  # no model besides the base
+
+
+def test_ramplus_tl_golden():
+    base, x1, x2 = torch.zeros(4), T(1, 0, 2, 0), T(3, 0, 0, 1e-6)
+    # x1 changes 1 entry with x2 (entry 0) and 1 alone (entry 2): rho = 1/1; x2 changes none alone: rho = 1/1e-5.
+    # lambda = 1 + r min(rho, alpha): x1's lone entry 2 is scaled by 1 + 0.5 * 1 = 1.5; shared entry 0 is the mean
+    close(run("ramplus_tl", base, [x1, x2], r=0.5, alpha=1.0), T(2, 0, 3, 0))
+    close(run("ramplus_tl", base, [x1, x2]), T(2, 0, 2 * (1 + 0.1 * 0.2), 0))  # defaults r 0.1, alpha 0.2
+    assert torch.equal(run("ramplus_tl", base, [x1, x2], r=0.0), run("ram", base, [x1, x2]))  # r = 0 is RAM
+    out = run("ramplus_tl", base.bfloat16(), [x1.bfloat16(), x2.bfloat16()], r=0.5, alpha=1.0)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, T(2, 0, 3, 0, dtype=torch.bfloat16))
+
+
 def test_registry_and_errors():
     assert set(METHODS) == {"linear", "slerp", "nuslerp", "multislerp", "karcher", "task_arithmetic", "ties",
                             "dare_linear", "dare_ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear",
-                            "sce", "model_stock", "nearswap", "passthrough"}
-    with pytest.raises(ConfigError, match="unknown merge_method 'tiez'; choose one of .*ties"):
+                            "sce", "model_stock", "nearswap", "passthrough", "arcee_fusion", "ram", "ramplus_tl"}
+    with pytest.raises(ConfigError, match="^merge_method: unknown merge method 'tiez'; choose one of .*ties"):
         get_method("tiez")
     with pytest.raises(ConfigError, match="'weight' is required"):
         run("ties", torch.zeros(2), [T(1, 2)], [{"density": 0.5}])
@@ -206,6 +244,10 @@ def test_registry_and_errors():
     assert get_method("breadcrumbs").param("gamma").default == 0.01
     assert get_method("ties").param("normalize").default is True
     assert get_method("dare_ties").param("rescale").default is True and get_method("dare_ties").random
+    assert get_method("ramplus_tl").param("r").default == 0.1 and get_method("ramplus_tl").param("alpha").default == 0.2
+    assert get_method("ram").param("epsilon").default == 1e-5 and not get_method("arcee_fusion").params
+    with pytest.raises(ConfigError, match="takes 1..1 models"):
+        run("arcee_fusion", T(0, 1), [T(1, 2), T(2, 1)])
 
 
 # ------------------------------------------------------------------------------------------- mergekit parity
@@ -230,8 +272,17 @@ MK_CASES = {
     "model_stock": ({}, {}),
     "model_stock_filter": ({}, {"filter_wise": True}),
     "passthrough": ({"scale": [0.5]}, {}),
+    "arcee_fusion": ({}, {}),
+    "ram": ({}, {"epsilon": 0.05}),  # |delta| ~ 0.1: a mix of unchanged, lone and shared entries
+    "ram_defaults": ({}, {}),
+    "ramplus_tl": ({}, {"r": 0.5, "alpha": 0.3, "epsilon": 0.05}),
+    "ramplus_tl_defaults": ({}, {}),
 }
-N_MODELS = {"slerp": 1, "nearswap": 1, "nuslerp": 2, "nuslerp_rows": 2, "passthrough": 1}
+N_MODELS = {"slerp": 1, "nearswap": 1, "nuslerp": 2, "nuslerp_rows": 2, "passthrough": 1, "arcee_fusion": 1}
+# mergekit 0.1.5's kernels that finish bf16/fp16 inputs in float32 (a float32 mask / scale) and return float32;
+# safemerge returns the input dtype: mergekit's float32 result rounded once (its file holds that cast too when
+# out_dtype is set)
+FLOAT32_RESULT = {"arcee_fusion", "ramplus_tl"}
 
 
 def _inputs(shape, dtype, n, quantize: bool):
@@ -261,7 +312,7 @@ def _mergekit(name, base, xs, per, glob, seed):
 @pytest.mark.parametrize("quantize", [False, True], ids=["smooth", "ties"])
 @pytest.mark.parametrize("case", sorted(MK_CASES))
 def test_parity_with_mergekit(case, quantize, dtype):
-    name = case.split("_rows")[0].split("_filter")[0].replace("ties_rescale", "ties")
+    name = case.split("_rows")[0].split("_filter")[0].split("_defaults")[0].replace("ties_rescale", "ties")
     per, glob = MK_CASES[case]
     n = N_MODELS.get(case, 3)
     base, xs = _inputs((48, 80), dtype, n, quantize)
@@ -273,6 +324,9 @@ def test_parity_with_mergekit(case, quantize, dtype):
     ours_glob = {**glob, "tie_break": "mergekit"} if name.startswith("della") else glob  # mergekit's tie ranks
     ours = spec.apply(b, xs, per_model, ours_glob, torch.Generator().manual_seed(7))
     theirs = _mergekit(name, b, xs, per, glob, seed=7)
+    if name in FLOAT32_RESULT and dtype != torch.float32:
+        assert theirs.dtype == torch.float32
+        theirs = theirs.to(dtype)
     assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
     assert torch.equal(ours, theirs), (ours.float() - theirs.float()).abs().max()
 

@@ -149,6 +149,9 @@ CALLS = {
     "model_stock": (True, [{}, {}], {}),
     "nearswap": (True, [{}], {"t": 0.01}),
     "passthrough": (False, [{"scale": 2.0}], {}),
+    "arcee_fusion": (True, [{}], {}),
+    "ram": (True, [{}, {}], {}),
+    "ramplus_tl": (True, [{}, {}], {"r": 0.5}),
 }
 
 

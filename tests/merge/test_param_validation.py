@@ -43,8 +43,8 @@ def _check(cfg: dict) -> None:
 NUMERIC = [(m, p) for m, spec in METHODS.items() for p in spec.params if p.kind in ("float", "int")]
 
 
-def test_registry_covers_all_17_methods_and_defaults_are_in_range():
-    assert len(METHODS) == 17
+def test_registry_covers_all_20_methods_and_defaults_are_in_range():
+    assert len(METHODS) == 20
     for name, spec in METHODS.items():
         for p in spec.params:
             if p.default is not None:
@@ -136,12 +136,34 @@ def test_any_finite_weight_and_lambda_is_accepted(x):
     ("ties", {"weight": 1}, {"normalize": 0.5}, "normalize = 0.5 is not a boolean"),
     ("passthrough", {"scale": "x2"}, None, "scale = 'x2' is not a number"),
     ("ties", {"weight": 1}, {"tie_break": "random"}, "tie_break must be one of"),
+    ("ram", None, {"epsilon": -1e-3}, "epsilon must be a number >= 0, got -0.001"),
+    ("ramplus_tl", None, {"epsilon": 0.0}, "epsilon must be a number > 0, got 0.0 (the |delta| up to which"),
+    ("ramplus_tl", None, {"alpha": -0.1}, "alpha must be a number >= 0, got -0.1 (the cap on the overlap ratio"),
+    ("ramplus_tl", None, {"r": -1}, "r must be a number >= 0, got -1.0"),
+    ("ramplus_tl", None, {"r": "big"}, "r = 'big' is not a number"),
 ])
 def test_range_and_type_errors(method, model_params, shared, expected):
     n = 1 if METHODS[method].max_models == 1 else 2
     with pytest.raises(ConfigError) as exc:
         _check(_cfg(method, model_params, shared, n=n))
     assert expected in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("method, shared, expected", [
+    ("ramplus_tl", {"epsilon": 0.0}, "parameters: epsilon must be a number > 0, got 0.0"),
+    ("ram", {"epsilon": -1.0}, "parameters: epsilon must be a number >= 0, got -1.0"),
+    ("arcee_fusion", {"t": 0.5}, "parameters: unknown parameter 't' for merge_method 'arcee_fusion'"),
+])
+def test_new_methods_are_checked_when_the_plan_is_built(method, shared, expected):
+    """mergekit 0.1.5's arcee_fusion, ram and ramplus_tl: a bad value is one line naming the key, raised by the plan
+    (before any tensor is read); a good recipe merges."""
+    n = METHODS[method].max_models or 2
+    cfg = _cfg(method, shared=shared, n=n)
+    with pytest.raises(ConfigError) as exc:
+        merge_state_dicts(cfg, _sds(n))
+    assert expected in str(exc.value) and "\n" not in str(exc.value)
+    out = merge_state_dicts(_cfg(method, n=n), _sds(n))
+    assert torch.isfinite(out["w"]).all()
 
 
 # ---- joint constraints, checked on each tensor's resolved values (still before any tensor is read) -------------

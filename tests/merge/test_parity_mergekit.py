@@ -170,11 +170,57 @@ CASES: dict[str, Case] = {
         "parameters": {"select_topk": 0.5},
         "dtype": "float32",
     },
+    # mergekit 0.1.5's arcee_fusion, ram and ramplus_tl; the experts' deltas are ~0.02, so epsilon 0.01 leaves a mix
+    # of unchanged, lone and shared entries. In bf16 mergekit's arcee_fusion / ramplus_tl kernels return float32
+    # (a float32 mask / scale) and its file keeps that dtype unless out_dtype is set: set, the files are equal
+    "arcee_fusion": lambda f: {
+        "merge_method": "arcee_fusion",
+        "base_model": str(f["a"]),
+        "models": [_m(f["a"]), _m(f["b"])],
+        "dtype": "float32",
+    },
+    "arcee_fusion_bf16": lambda f: {
+        "merge_method": "arcee_fusion",
+        "base_model": str(f["base"]),
+        "models": [_m(f["c"])],
+        "dtype": "bfloat16",
+        "out_dtype": "bfloat16",
+    },
+    "ram": lambda f: {
+        "merge_method": "ram",
+        "base_model": str(f["base"]),
+        "models": [_m(f["a"]), _m(f["b"]), _m(f["c"])],
+        "parameters": {"epsilon": 0.01},
+        "dtype": "float32",
+    },
+    "ram_bf16": lambda f: {
+        "merge_method": "ram",
+        "base_model": str(f["base"]),
+        "models": [_m(f["a"]), _m(f["b"])],
+        "parameters": {"epsilon": [{"filter": "mlp", "value": [0.005, 0.02]}, {"value": 0.01}]},
+        "dtype": "bfloat16",
+    },
+    "ramplus_tl": lambda f: {
+        "merge_method": "ramplus_tl",
+        "base_model": str(f["base"]),
+        "models": [_m(f["a"]), _m(f["b"]), _m(f["c"])],
+        "parameters": {"r": 0.5, "alpha": GRADIENT, "epsilon": 0.01},
+        "dtype": "float32",
+    },
+    "ramplus_tl_bf16": lambda f: {
+        "merge_method": "ramplus_tl",
+        "base_model": str(f["base"]),
+        "models": [_m(f["a"]), _m(f["b"])],
+        "parameters": {"epsilon": 0.01},
+        "dtype": "bfloat16",
+        "out_dtype": "bfloat16",
+    },
 }
 
 # the methods the brief requires to match exactly; the others are checked when safemerge registers them
 CORE = {"linear", "task_arithmetic", "ties", "slerp", "model_stock", "passthrough"}
-FAST = {"linear", "ties", "slerp"}  # one fast case each; the rest are marked slow
+FAST = {"linear", "ties", "slerp",  # one fast case each; the rest are marked slow
+        "arcee_fusion", "arcee_fusion_bf16", "ram", "ram_bf16", "ramplus_tl", "ramplus_tl_bf16"}
 
 
 def _registered(method: str) -> bool:
@@ -209,6 +255,23 @@ def test_bit_identical_to_mergekit(case: str, llama_family: Family, tmp_path: Pa
     assert (mine.get("dtype") or mine.get("torch_dtype")) == (ref.get("dtype") or ref.get("torch_dtype"))
     for tok_file in ("tokenizer.json", "tokenizer_config.json"):
         assert (ours / tok_file).is_file(), f"{case}: {tok_file} missing from safemerge output"
+
+
+@pytest.mark.parametrize("method", ["arcee_fusion", "ramplus_tl"])
+def test_float32_kernels_in_bf16_without_out_dtype(method: str, llama_family: Family, tmp_path: Path,
+                                                   merge_tools: Any) -> None:
+    """mergekit 0.1.5's arcee_fusion / ramplus_tl finish bf16 inputs in float32 and, without out_dtype, write
+    float32 tensors under a bf16 config.json; safemerge writes the configured bf16: mergekit's values rounded once."""
+    import torch
+
+    f = llama_family
+    config = {"merge_method": method, "base_model": str(f["base"]), "models": [_m(f["a"]), _m(f["b"])][:2 if
+              method == "ramplus_tl" else 1], "parameters": {"epsilon": 0.01} if method == "ramplus_tl" else {},
+              "dtype": "bfloat16"}
+    ours, theirs = _both(merge_tools, config, tmp_path)
+    mine, ref = merge_tools.read_tensors(ours), merge_tools.read_tensors(theirs)
+    assert {t.dtype for t in mine.values()} == {torch.bfloat16} and {t.dtype for t in ref.values()} == {torch.float32}
+    assert not merge_tools.diff_report(mine, {k: v.to(torch.bfloat16) for k, v in ref.items()})
 
 
 @pytest.mark.slow
@@ -403,6 +466,24 @@ def test_random_methods_same_seed_bit_identical_per_tensor(method: str, dtype: s
         ref = _mergekit_group(method, base, tensors, per_model)
         ours = METHODS[method].apply(base, tensors, per_model, shared, torch.Generator().manual_seed(5))
         assert ours.dtype == ref.dtype and torch.equal(ours, ref), (method, dtype, shape)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_arcee_fusion_sampled_quantiles_same_seed_bit_identical(dtype: str) -> None:
+    """Above 10^6 entries arcee_fusion's quantiles come from 10^6 entries drawn with replacement: with the same
+    generator state (mergekit draws from the global one) the sample, the fence and the output are mergekit's."""
+    import torch
+
+    from safemerge.merge.methods import METHODS
+
+    base, (x,) = _experts((1100, 1000), getattr(torch, dtype), n=1)
+    torch.manual_seed(5)
+    ref = _mergekit_group("arcee_fusion", base, [x], [{}])
+    ours = METHODS["arcee_fusion"].apply(base, [x], [{}], {}, torch.Generator().manual_seed(5))
+    other = METHODS["arcee_fusion"].apply(base, [x], [{}], {}, torch.Generator().manual_seed(6))
+    assert torch.equal(ours, ref.to(ours.dtype)) and 0 < int((ours != base).sum()) < base.numel()
+    if dtype == "float32":  # the sample (hence the fence) depends on the draw (bf16's coarse fence may not move)
+        assert not torch.equal(ours, other)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

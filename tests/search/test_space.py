@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from safemerge.errors import ConfigError
-from safemerge.search.space import build_space, method_info, with_paths
+from safemerge.merge.methods import get_method
+from safemerge.search.space import build_space, with_paths
 from safemerge.search.spec import SearchSpec
 
 
@@ -66,9 +67,17 @@ def test_invalid_spaces_fail_in_one_line(over, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
-def test_method_info_matches_registry():
-    info = method_info("dare_ties")
-    assert info.needs_base and "density" in info.model_params and info.model_params["weight"] is None
+def test_space_reads_the_merge_registry():
+    """The search has no method table of its own: a method's parameters, whether they are per model, and its
+    base policy come from its one registry entry (here a method added after the search was written)."""
+    ram = get_method("ramplus_tl")
+    space = build_space(spec(method="ramplus_tl", space={"params": ["r", "alpha"], "fixed": {"epsilon": 1e-4}}))
+    assert space.labels() == ["r[0]", "alpha[0]"] and ram.needs_base and space.inputs == ("aligned", "expert")
+    assert space.decode([0.5, 1.0])["parameters"] == {"epsilon": 1e-4, "r": 0.5, "alpha": 1.0}
+    with pytest.raises(ConfigError, match="space.fixed.epsilon must be a number > 0, got 0.0"):
+        build_space(spec(method="ramplus_tl", space={"params": ["r"], "fixed": {"epsilon": 0.0}}))
+    with pytest.raises(ConfigError, match="^method: unknown merge method 'tiez'.*did you mean 'ties'"):
+        build_space(spec(method="tiez"))
 
 
 def test_decoded_config_loads_in_safemerge_and_mergekit():

@@ -3,15 +3,7 @@
 from __future__ import annotations
 
 from safemerge.merge.config import MergeConfig, ModelRef
-
-DESCRIPTIONS = {
-    "linear": "a weighted average of the models' weights",
-    "slerp": "spherical linear interpolation between the base and one other model",
-    "task_arithmetic": "task arithmetic: the base plus weighted task vectors",
-    "ties": "TIES: trimmed task vectors with sign election",
-    "dare_ties": "DARE-TIES: randomly dropped, rescaled task vectors with sign election",
-    "dare_linear": "DARE: randomly dropped, rescaled task vectors, summed linearly",
-}
+from safemerge.merge.methods import get_method
 
 
 def _yaml_list(items: list[str]) -> str:
@@ -22,7 +14,8 @@ def model_card(config: MergeConfig, recipe_yaml: str, name: str, num_tensors: in
     models = config.referenced_models()
     bases = sorted({ModelRef.parse(m).path for m in models})
     method = config.merge_method
-    described = DESCRIPTIONS.get(method, f"the {method} method")
+    spec = get_method(method)
+    cited = f"[{spec.label}]({spec.reference_url})" if spec.reference_url else spec.label
     lines = [
         "---",
         "base_model:",
@@ -35,9 +28,10 @@ def model_card(config: MergeConfig, recipe_yaml: str, name: str, num_tensors: in
         "---",
         f"# {name}",
         "",
-        f"This model was merged with [safemerge](https://github.com/) using {described} "
+        f"This model was merged with [safemerge](https://github.com/) using {spec.summary} "
         f"(`merge_method: {method}`), with a mergekit-compatible recipe.",
         "",
+        f"- method: {cited}",
         f"- base model: `{config.base_model}`" if config.base_model else "- base model: none",
         f"- {num_tensors} tensors, {bytes_written / 1e6:.1f} MB written",
         "",

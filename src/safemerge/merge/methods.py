@@ -19,6 +19,7 @@ from torch import Tensor
 
 from safemerge.errors import ConfigError
 from safemerge.merge import sparsify as sp
+from safemerge.merge.config import did_you_mean
 
 BasePolicy = Literal["required", "optional", "ignored"]
 _PARALLEL_MIN = 1 << 16  # prune models in threads from this many elements per tensor
@@ -507,6 +508,69 @@ def passthrough(base: Tensor | None, tensors: Sequence[Tensor], *, scale: Sequen
     return tensors[0] if scale[0] is None else tensors[0] * scale[0]
 
 
+# ---------------------------------------------------------------------------- selective fusion (mergekit 0.1.5)
+_FUSION_SAMPLE = 1_000_000  # above this many entries, arcee_fusion's quantiles come from a sample of this size
+
+
+def arcee_fusion(base: Tensor, tensors: Sequence[Tensor], *, generator: torch.Generator | None = None) -> Tensor:
+    """Arcee Fusion: take the other model's change only where it is an outlier of importance.
+
+    ``d = x - base``; importance ``s = |d| * KL(p || q)`` with ``p = softmax(x) + 1e-8``, ``q = softmax(base) + 1e-8``
+    over the last dim (one KL per row); Tukey's upper fence ``tau = s_(50) + 1.5 (s_(75) - s_(25))`` with ``s_(k)``
+    the sorted ``s`` at index ``floor(k/100 (n - 1))`` (over 10^6 entries drawn with replacement from ``generator``
+    when ``s`` has more); result ``base + d * [s >= tau]``. Input dtype, the mask float32 (as mergekit: bf16 inputs
+    finish in float32), rounded once to the input dtype.
+    """
+    x = tensors[0]
+    d = x - base
+    p = torch.softmax(x, dim=-1) + 1e-8
+    q = torch.softmax(base, dim=-1) + 1e-8
+    score = d.abs() * torch.sum(p * torch.log(p / q), dim=-1, keepdim=True)
+    flat = score.reshape(-1)
+    if flat.numel() > _FUSION_SAMPLE:
+        flat = flat[torch.randint(flat.numel(), (_FUSION_SAMPLE,), generator=generator).to(flat.device)]
+    ordered = torch.sort(flat).values
+    q25, q50, q75 = ordered[(torch.tensor([0.25, 0.5, 0.75]) * (ordered.numel() - 1)).long().to(flat.device)]
+    keep = (score >= q50 + 1.5 * (q75 - q25)).float()
+    return (base + d * keep).to(base.dtype)
+
+
+def _ram_merge(base: Tensor, tensors: Sequence[Tensor], epsilon: float,
+               own_scale: Callable[[Tensor, Tensor, Tensor], Tensor] | None) -> Tensor:
+    """``base + sum_i (u d_i s_i + o d_i / c)``: ``d_i = x_i - base`` zeroed where ``|d_i| <= epsilon``, ``c`` the
+    number of models that change an entry, ``u = [c == 1]``, ``o = [c > 1]``; ``s_i = own_scale(active, u, o)``
+    (per model, ``None``: 1). Rounded once to the input dtype."""
+    if not tensors:
+        return base
+    d = torch.stack([x - base for x in tensors]).reshape(len(tensors), -1)
+    active = d.abs() > epsilon
+    d = d * active
+    count = active.sum(dim=0, keepdim=True)
+    unique, overlap = count == 1, count > 1
+    own = d * unique if own_scale is None else d * unique * own_scale(active, unique, overlap).unsqueeze(-1)
+    merged = (own + d * overlap / count.clamp(min=1)).sum(dim=0)
+    return (base + merged.reshape(base.shape)).to(base.dtype)
+
+
+def ram(base: Tensor, tensors: Sequence[Tensor], *, epsilon: float = 1e-5) -> Tensor:
+    """RAM (Reinforced Agent Merging): ``d_i = x_i - base`` with entries ``|d_i| <= epsilon`` counted as unchanged
+    (zeroed); an entry changed by one model alone takes its full delta, one changed by ``c > 1`` models their mean:
+    ``base + sum_i d_i / max(c, 1)`` (computed as :func:`_ram_merge`, input dtype)."""
+    return _ram_merge(base, tensors, epsilon, None)
+
+
+def ramplus_tl(base: Tensor, tensors: Sequence[Tensor], *, r: float = 0.1, alpha: float = 0.2,
+               epsilon: float = 1e-5) -> Tensor:
+    """RAM+ (tensor-local): RAM with each model's unique entries amplified by ``lambda_i = 1 + r min(rho_i, alpha)``,
+    ``rho_i = shared_i / max(own_i, epsilon)`` (``rho_i >= 0``): ``shared_i``/``own_i`` count the entries of this
+    tensor that model ``i`` changes together with others / alone. ``lambda_i`` is float32 (as mergekit: bf16 inputs
+    finish in float32), rounded once to the input dtype."""
+    def scale(active: Tensor, unique: Tensor, overlap: Tensor) -> Tensor:
+        rho = (active & overlap).sum(dim=1) / (active & unique).sum(dim=1).clamp(min=epsilon)
+        return 1 + r * rho.clamp(min=0, max=alpha)
+    return _ram_merge(base, tensors, epsilon, scale)
+
+
 # ------------------------------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class Range:
@@ -576,28 +640,63 @@ class ParamSpec:
         return None
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """A merge method: its function, input contract and parameters (mergekit 0.1.5 names and defaults).
+Sparsification = Literal["magnitude", "random", "magnitude_outliers", "della_magprune"]
+Constraint = Callable[[Sequence[Mapping[str, Any]], Mapping[str, Any]], "str | None"]
+_SORTING = frozenset({"magnitude", "magnitude_outliers", "della_magprune"})  # prunings that sort |delta|
 
-    ``base_policy``: ``required`` (needs ``base_model``), ``optional`` (used when given) or ``ignored`` (the base
-    model, when configured, is an ordinary input: pass ``base=None`` and the base inside ``tensors``).
-    ``min_models``/``max_models`` count ``tensors`` (the inputs besides the base; for ``ignored`` all inputs).
+
+@dataclass(frozen=True, kw_only=True)
+class MethodSpec:
+    """One merge method: every fact about it, in its one registry entry (mergekit 0.1.5 names and defaults).
+
+    - ``name``: the recipe's ``merge_method``; ``label``: the display name (tables, plots); ``summary``: what it
+      computes, one phrase (the model card's "merged ... using <summary>"); ``reference_url``: the paper or source.
+    - ``fn``: the pure function ``fn(base, tensors, **params)``.
+    - ``base_policy``: ``required`` (needs ``base_model``), ``optional`` (used when given) or ``ignored`` (the base
+      model, when configured, is an ordinary input: ``base=None`` and the base inside ``tensors``).
+      ``task_vectors``: it merges the differences ``x_i - base`` (when it has a base), so the base must be the
+      models' common ancestor; for slerp, nearswap and arcee_fusion the base is one of the two models merged.
+    - ``min_models``/``max_models``: bounds on ``tensors`` (the inputs besides the base; for ``ignored``, all).
+    - ``params``: the YAML parameters with kinds, defaults and ranges (:class:`ParamSpec`; the task-vector family's
+      ``normalize``/``rescale`` defaults included); ``constraints``: joint checks on one tensor's resolved values,
+      ``(per-model, shared) -> problem or None``.
+    - ``sparsification``/``consensus``: the task-vector family's building blocks, mergekit's names: how each delta
+      is pruned (``magnitude`` top-k, ``random`` drop, ``magnitude_outliers``, DELLA's ``della_magprune``) and
+      whether TIES sign election keeps only the agreeing entries (``"sum"``).
+    - ``random``: ``fn`` draws from its ``generator`` argument; ``takes_ranks``: ``fn`` takes ``ranked=`` (a
+      :data:`RankedHook`): its only input-dependent pruning is a magnitude trim, which a merge search serves from
+      magnitude ranks computed once per pool.
     """
 
     name: str
+    label: str
+    summary: str
+    reference_url: str | None = None
     fn: Callable[..., Tensor]
-    needs_base: bool
-    min_models: int
-    max_models: int | None
-    params: tuple[ParamSpec, ...]
-    random: bool
-    base_policy: BasePolicy = "required"
-    # joint constraints on one tensor's resolved values: (per-model params, shared params) -> problem or None
-    constraints: tuple[Callable[[Sequence[Mapping[str, Any]], Mapping[str, Any]], str | None], ...] = ()
-    # ``fn`` takes ``ranked=`` (a :data:`RankedHook`): its only input-dependent pruning is a magnitude trim, which a
-    # merge search serves from magnitude ranks computed once per pool
+    base_policy: BasePolicy
+    task_vectors: bool = False
+    min_models: int = 0
+    max_models: int | None = None
+    params: tuple[ParamSpec, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    sparsification: Sparsification | None = None
+    consensus: Literal["sum"] | None = None
+    random: bool = False
     takes_ranks: bool = False
+
+    @property
+    def needs_base(self) -> bool:
+        """Whether a recipe must set ``base_model``."""
+        return self.base_policy == "required"
+
+    @property
+    def sorts_magnitudes(self) -> bool:
+        """Whether pruning sorts each delta by magnitude (the engine's memory estimate adds one sort per model)."""
+        return self.sparsification in _SORTING
+
+    def separates_base(self, base: str | None) -> bool:
+        """Whether the base model (``None``: not configured) is passed apart as ``base``, not as an ordinary input."""
+        return self.base_policy == "required" or (self.base_policy == "optional" and base is not None)
 
     def problem(self, per_model: Sequence[Mapping[str, Any]], global_params: Mapping[str, Any]) -> str | None:
         """The first violated joint constraint for one tensor's resolved parameters, or ``None``."""
@@ -614,47 +713,60 @@ class MethodSpec:
                           f"known: {', '.join(p.name for p in self.params)}")
 
     def resolve(self, n_models: int, per_model: Sequence[Mapping[str, Any]],
-                global_params: Mapping[str, Any]) -> dict[str, Any]:
-        """Keyword arguments for ``fn``: defaults filled, per-model values as lists; ConfigError on bad keys."""
+                global_params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Every parameter's value for one weight of a method-level call: ``(per-model, shared)`` with defaults
+        filled (a per-model key given globally is every model's default, as in mergekit); ConfigError on unknown
+        keys, missing required values or a wrong count. (A merge plan resolves and checks a recipe once, when it is
+        built: :func:`safemerge.merge.plan.build_plan`.)"""
         if len(per_model) != n_models:
             raise ConfigError(f"merge_method {self.name}: {len(per_model)} per-model parameter sets for "
                               f"{n_models} models")
-        kwargs: dict[str, Any] = {}
         for key in global_params:  # per-model keys are allowed globally: the default for every model
             self.param(key)
+        models: list[dict[str, Any]] = [{} for _ in per_model]
+        shared: dict[str, Any] = {}
         for p in self.params:
-            py = "lambda_" if p.name == "lambda" else p.name
             if p.per_model:
-                values = []
                 for i, params in enumerate(per_model):
                     value = params.get(p.name, global_params.get(p.name, p.default))
                     if value is None and p.required:
                         raise ConfigError(f"merge_method {self.name}: parameter '{p.name}' is required for model "
                                           f"{i}; set it under that model's parameters")
-                    values.append(value)
-                kwargs[py] = values
+                    models[i][p.name] = value
             else:
                 value = global_params.get(p.name, p.default)
                 if value is None and p.required:
                     raise ConfigError(f"merge_method {self.name}: parameter '{p.name}' is required; set it under "
                                       "parameters")
-                kwargs[py] = value
+                shared[p.name] = value
         for params in per_model:
             for key in params:
                 self.param(key)
-        return kwargs
+        return models, shared
 
     def apply(self, base: Tensor | None, tensors: Sequence[Tensor], per_model: Sequence[Mapping[str, Any]],
               global_params: Mapping[str, Any], generator: torch.Generator | None = None,
               ranked: RankedHook | None = None) -> Tensor:
-        """Merge one weight. Inputs are promoted to a common dtype first (as mergekit does). ``ranked``: precomputed
-        task vectors and magnitude ranks of these inputs, used by the methods that :attr:`takes_ranks`."""
+        """Merge one weight (the method-level API): check the base and the model count, fill defaults
+        (:meth:`resolve`), then :meth:`call`."""
         if self.needs_base and base is None:
             raise ConfigError(f"merge_method {self.name}: needs base_model; set base_model in the config")
         if len(tensors) < self.min_models or (self.max_models is not None and len(tensors) > self.max_models):
             bound = f"{self.min_models}..{self.max_models if self.max_models is not None else 'any'}"
             raise ConfigError(f"merge_method {self.name}: takes {bound} models besides the base, got {len(tensors)}")
-        kwargs = self.resolve(len(tensors), per_model, global_params)
+        models, shared = self.resolve(len(tensors), per_model, global_params)
+        return self.call(base, tensors, models, shared, generator, ranked)
+
+    def call(self, base: Tensor | None, tensors: Sequence[Tensor], per_model: Sequence[Mapping[str, Any]],
+             shared: Mapping[str, Any], generator: torch.Generator | None = None,
+             ranked: RankedHook | None = None) -> Tensor:
+        """Merge one weight with parameters already resolved and checked (every one of :attr:`params` present, as a
+        merge plan holds them: nothing is looked up or checked again per tensor). Inputs are promoted to a common
+        dtype first (as mergekit does); ``fn`` gets per-model values as lists. ``ranked``: precomputed task vectors
+        and magnitude ranks of these inputs, used by the methods that :attr:`takes_ranks`."""
+        kwargs: dict[str, Any] = {
+            "lambda_" if p.name == "lambda" else p.name: [m[p.name] for m in per_model] if p.per_model
+            else shared[p.name] for p in self.params}
         everything = [x for x in (base, *tensors) if x is not None]
         dtype = everything[0].dtype
         for x in everything[1:]:
@@ -677,8 +789,7 @@ def _p(name: str, default: Any = None, *, per_model: bool = False, required: boo
     return ParamSpec(name, per_model, default, required, extension, choices, kind, range, nullable, meaning)
 
 
-def _weight_sum_nonzero(flag: str, min_models: int) -> Callable[[Sequence[Mapping[str, Any]], Mapping[str, Any]],
-                                                                  str | None]:
+def _weight_sum_nonzero(flag: str, min_models: int) -> Constraint:
     """``flag`` (normalize / normalize_weights) divides by the sum of the weights (from ``min_models`` models on):
     the sum must not be ~0."""
     def check(per_model: Sequence[Mapping[str, Any]], shared: Mapping[str, Any]) -> str | None:
@@ -713,7 +824,9 @@ _DENSITY = _p("density", 1.0, per_model=True, range=UNIT,
 _LAMBDA = _p("lambda", 1.0, meaning="scales the merged delta: 0 gives the base, negative reverses it, as in mergekit")
 
 
-def _gta(normalize: bool, rescale: bool, *extra: ParamSpec) -> tuple[ParamSpec, ...]:
+def _gta(*, normalize: bool, rescale: bool, extra: tuple[ParamSpec, ...] = ()) -> tuple[ParamSpec, ...]:
+    """The parameters of mergekit's generalized task arithmetic, with this method's ``normalize``/``rescale``
+    defaults, then its own ``extra`` ones."""
     return (_p("int8_mask", False), _p("normalize", normalize), _p("rescale", rescale), _LAMBDA,
             _WEIGHT, _DENSITY, *extra)
 
@@ -727,51 +840,116 @@ _SLERP_T = _p("t", required=True, kind="float",
 _NEARSWAP_T = _p("t", required=True, kind="float", range=NON_NEGATIVE,
                  meaning="the distance below which the other model's value is taken; negative would always give "
                          "the base")
-
-
-def _spec(name: str, fn: Callable[..., Tensor], base: BasePolicy, lo: int, hi: int | None,
-          params: tuple[ParamSpec, ...], random: bool = False,
-          constraints: tuple[Callable[..., str | None], ...] = (), takes_ranks: bool = False) -> MethodSpec:
-    return MethodSpec(name, fn, base == "required", lo, hi, params, random, base, constraints, takes_ranks)
-
+_RAM_EPSILON = _p("epsilon", 1e-5, range=NON_NEGATIVE,
+                  meaning="the |delta| up to which an entry counts as unchanged; negative would count every entry")
+_ARXIV = "https://arxiv.org/abs/"
 
 METHODS: dict[str, MethodSpec] = {s.name: s for s in (
-    _spec("linear", linear, "ignored", 1, None, (_WEIGHT, _p("normalize", True)),
-          constraints=(_weight_sum_nonzero("normalize", 1),)),
-    _spec("slerp", slerp, "required", 1, 1, (_SLERP_T,)),
-    _spec("nuslerp", nuslerp, "optional", 2, 2,
-          (_WEIGHT, _p("nuslerp_row_wise", False), _p("nuslerp_flatten", True))),
-    _spec("multislerp", multislerp, "optional", 1, None,
-          (_WEIGHT, _p("normalize_weights", True),
-           _p("eps", 1e-8, range=Range(0.0, lo_open=True), meaning="a division guard; 0 divides by zero")),
-          constraints=(_weight_sum_nonzero("normalize_weights", 2),)),
-    _spec("karcher", karcher, "ignored", 1, None,
-          (_p("max_iter", 10, range=NON_NEGATIVE, meaning="iterations of the mean's refinement"),
-           _p("tol", 1e-5, range=NON_NEGATIVE, meaning="the convergence tolerance"))),
-    _spec("task_arithmetic", task_arithmetic, "required", 0, None, _gta(False, False)),
-    _spec("ties", ties, "required", 0, None, _gta(True, False, _TIE), takes_ranks=True),
-    _spec("dare_linear", dare_linear, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
-    _spec("dare_ties", dare_ties, "required", 0, None, _gta(False, True, _RESCALE_MODE), random=True),
-    _spec("breadcrumbs", breadcrumbs, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
-    _spec("breadcrumbs_ties", breadcrumbs_ties, "required", 0, None, _gta(False, False, _GAMMA, _TIE)),
-    _spec("della", della, "required", 0, None, _gta(True, True, _EPSILON, _RESCALE_MODE, _TIE_DELLA),
-          random=True, constraints=(_della_band,)),
-    _spec("della_linear", della_linear, "required", 0, None, _gta(False, True, _EPSILON, _RESCALE_MODE, _TIE_DELLA),
-          random=True, constraints=(_della_band,)),
-    _spec("sce", sce, "required", 0, None,
-          (_p("int8_mask", False),
-           _p("select_topk", 1.0, range=UNIT, meaning="the fraction of highest-variance entries kept"))),
-    _spec("model_stock", model_stock, "required", 2, None, (_p("filter_wise", False),)),
-    _spec("nearswap", nearswap, "required", 1, 1, (_NEARSWAP_T,)),
-    _spec("passthrough", passthrough, "ignored", 1, 1,
-          (_p("scale", per_model=True, kind="float", nullable=True,
-              meaning="multiplies the tensor (negative flips its sign); null leaves it unchanged"),)),
+    MethodSpec(name="linear", label="Linear", fn=linear, base_policy="ignored", min_models=1,
+               summary="a weighted average of the models' weights", reference_url=_ARXIV + "2203.05482",
+               params=(_WEIGHT, _p("normalize", True)), constraints=(_weight_sum_nonzero("normalize", 1),)),
+    MethodSpec(name="slerp", label="SLERP", fn=slerp, base_policy="required", min_models=1, max_models=1,
+               summary="spherical linear interpolation between the base and one other model",
+               reference_url="https://en.wikipedia.org/wiki/Slerp", params=(_SLERP_T,)),
+    MethodSpec(name="nuslerp", label="NuSLERP", fn=nuslerp, base_policy="optional", task_vectors=True,
+               min_models=2, max_models=2,
+               summary="spherical interpolation of two models (of their task vectors when a base is given)",
+               params=(_WEIGHT, _p("nuslerp_row_wise", False), _p("nuslerp_flatten", True))),
+    MethodSpec(name="multislerp", label="Multi-SLERP", fn=multislerp, base_policy="optional", task_vectors=True,
+               min_models=1,
+               summary="barycentric spherical interpolation of the models (of their task vectors when a base is given)",
+               reference_url="https://goddard.blog/posts/multislerp-wow-what-a-cool-idea",
+               params=(_WEIGHT, _p("normalize_weights", True),
+                       _p("eps", 1e-8, range=Range(0.0, lo_open=True), meaning="a division guard; 0 divides by zero")),
+               constraints=(_weight_sum_nonzero("normalize_weights", 2),)),
+    MethodSpec(name="karcher", label="Karcher mean", fn=karcher, base_policy="ignored", min_models=1,
+               summary="the Karcher (Riemannian) mean of the models' weight directions, at their mean norm",
+               reference_url=_ARXIV + "2603.04972",
+               params=(_p("max_iter", 10, range=NON_NEGATIVE, meaning="iterations of the mean's refinement"),
+                       _p("tol", 1e-5, range=NON_NEGATIVE, meaning="the convergence tolerance"))),
+    MethodSpec(name="task_arithmetic", label="Task arithmetic", fn=task_arithmetic, base_policy="required",
+               task_vectors=True, summary="task arithmetic: the base plus weighted task vectors",
+               reference_url=_ARXIV + "2212.04089", params=_gta(normalize=False, rescale=False)),
+    MethodSpec(name="ties", label="TIES", fn=ties, base_policy="required", task_vectors=True,
+               summary="TIES: trimmed task vectors with sign election", reference_url=_ARXIV + "2306.01708",
+               sparsification="magnitude", consensus="sum", takes_ranks=True,
+               params=_gta(normalize=True, rescale=False, extra=(_TIE,))),
+    MethodSpec(name="dare_linear", label="DARE-linear", fn=dare_linear, base_policy="required", task_vectors=True,
+               summary="DARE: randomly dropped, rescaled task vectors, summed linearly",
+               reference_url=_ARXIV + "2311.03099", sparsification="random", random=True,
+               params=_gta(normalize=False, rescale=True, extra=(_RESCALE_MODE,))),
+    MethodSpec(name="dare_ties", label="DARE-TIES", fn=dare_ties, base_policy="required", task_vectors=True,
+               summary="DARE-TIES: randomly dropped, rescaled task vectors with sign election",
+               reference_url=_ARXIV + "2311.03099", sparsification="random", consensus="sum", random=True,
+               params=_gta(normalize=False, rescale=True, extra=(_RESCALE_MODE,))),
+    MethodSpec(name="breadcrumbs", label="Breadcrumbs", fn=breadcrumbs, base_policy="required", task_vectors=True,
+               summary="Model Breadcrumbs: task vectors without their largest and smallest entries, summed linearly",
+               reference_url=_ARXIV + "2312.06795", sparsification="magnitude_outliers",
+               params=_gta(normalize=False, rescale=False, extra=(_GAMMA, _TIE))),
+    MethodSpec(name="breadcrumbs_ties", label="Breadcrumbs-TIES", fn=breadcrumbs_ties, base_policy="required",
+               task_vectors=True,
+               summary="Model Breadcrumbs: task vectors without their largest and smallest entries, with sign "
+                       "election",
+               reference_url=_ARXIV + "2312.06795", sparsification="magnitude_outliers", consensus="sum",
+               params=_gta(normalize=False, rescale=False, extra=(_GAMMA, _TIE))),
+    MethodSpec(name="della", label="DELLA", fn=della, base_policy="required", task_vectors=True,
+               summary="DELLA: task vectors dropped with magnitude-ranked probabilities, rescaled, with sign election",
+               reference_url=_ARXIV + "2406.11617", sparsification="della_magprune", consensus="sum", random=True,
+               params=_gta(normalize=True, rescale=True, extra=(_EPSILON, _RESCALE_MODE, _TIE_DELLA)),
+               constraints=(_della_band,)),
+    MethodSpec(name="della_linear", label="DELLA-linear", fn=della_linear, base_policy="required",
+               task_vectors=True,
+               summary="DELLA: task vectors dropped with magnitude-ranked probabilities, rescaled, summed linearly",
+               reference_url=_ARXIV + "2406.11617", sparsification="della_magprune", random=True,
+               params=_gta(normalize=False, rescale=True, extra=(_EPSILON, _RESCALE_MODE, _TIE_DELLA)),
+               constraints=(_della_band,)),
+    MethodSpec(name="sce", label="SCE", fn=sce, base_policy="required", task_vectors=True,
+               summary="SCE: the task vectors' highest-variance entries, weighted by energy, with sign election",
+               reference_url=_ARXIV + "2408.07990",
+               params=(_p("int8_mask", False),
+                       _p("select_topk", 1.0, range=UNIT, meaning="the fraction of highest-variance entries kept"))),
+    MethodSpec(name="model_stock", label="Model Stock", fn=model_stock, base_policy="required", task_vectors=True,
+               min_models=2,
+               summary="Model Stock: the models' average moved towards the base by the angle of their task vectors",
+               reference_url=_ARXIV + "2403.19522", params=(_p("filter_wise", False),)),
+    MethodSpec(name="nearswap", label="NearSwap", fn=nearswap, base_policy="required", min_models=1, max_models=1,
+               summary="NearSwap: the other model's values where they are near the base's, interpolated elsewhere",
+               reference_url="https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001", params=(_NEARSWAP_T,)),
+    MethodSpec(name="passthrough", label="Passthrough", fn=passthrough, base_policy="ignored", min_models=1,
+               max_models=1, summary="passthrough: one model's tensors, unchanged or scaled (layer stacking)",
+               params=(_p("scale", per_model=True, kind="float", nullable=True,
+                          meaning="multiplies the tensor (negative flips its sign); null leaves it unchanged"),)),
+    MethodSpec(name="arcee_fusion", label="Arcee Fusion", fn=arcee_fusion, base_policy="required", min_models=1,
+               max_models=1, random=True,  # draws only for tensors above 10^6 entries (quantile sample)
+               summary="Arcee Fusion: the other model's changes where their importance is an outlier, the base "
+                       "elsewhere",
+               reference_url="https://arcee.ai"),
+    MethodSpec(name="ram", label="RAM", fn=ram, base_policy="required", task_vectors=True,
+               summary="RAM: the task vectors' changed entries, averaged where several models change them",
+               reference_url=_ARXIV + "2601.13572", params=(_RAM_EPSILON,)),
+    MethodSpec(name="ramplus_tl", label="RAM+ (tensor-local)", fn=ramplus_tl, base_policy="required",
+               task_vectors=True,
+               summary="RAM+: RAM with each model's unique changes amplified by its share of overlapping changes",
+               reference_url=_ARXIV + "2601.13572",
+               params=(_p("r", 0.1, range=NON_NEGATIVE,
+                          meaning="how much unique changes are amplified: 1 + r min(rho, alpha); 0 gives RAM"),
+                       _p("alpha", 0.2, range=NON_NEGATIVE, meaning="the cap on the overlap ratio rho"),
+                       _p("epsilon", 1e-5, range=Range(0.0, lo_open=True),
+                          meaning="the |delta| up to which an entry counts as unchanged, and the floor of the "
+                                  "unique count; 0 divides by zero"))),
 )}
 
 
-def get_method(name: str) -> MethodSpec:
-    """The registered method ``name``; ConfigError naming the choices otherwise."""
+def method_names() -> tuple[str, ...]:
+    """Every registered merge method, in registry order."""
+    return tuple(METHODS)
+
+
+def get_method(name: str, where: str = "merge_method") -> MethodSpec:
+    """The registered method ``name`` (the one method lookup); otherwise a one-line ConfigError that starts with
+    ``where`` (the key that named it) and lists the choices."""
     try:
         return METHODS[name]
     except KeyError:
-        raise ConfigError(f"unknown merge_method '{name}'; choose one of {', '.join(sorted(METHODS))}") from None
+        raise ConfigError(f"{where}: unknown merge method {name!r}; choose one of {', '.join(sorted(METHODS))}"
+                          f"{did_you_mean(name, METHODS)}") from None

@@ -31,6 +31,7 @@ from safemerge.merge.config import (
     did_you_mean,
     resolve_parameter,
 )
+from safemerge.merge.methods import MethodSpec, get_method
 from safemerge.merge.sources import TensorInfo, TensorSource
 
 LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)\.")
@@ -95,7 +96,7 @@ class TensorTask:
 @dataclass
 class MergePlan:
     config: MergeConfig
-    method: Any
+    method: MethodSpec
     tasks: list[TensorTask]
     sources: dict[str, TensorSource]
     num_layers: int | None
@@ -115,15 +116,6 @@ class _Slice:
     sources: tuple[tuple[str, int, int, Parameters | None], ...]  # (model, start, end, parameters)
     base: str | None
     parameters: Parameters | None
-
-
-def get_method_spec(name: str) -> Any:
-    from safemerge.merge.methods import METHODS
-
-    if name not in METHODS:
-        raise ConfigError(f"merge_method: unknown method {name!r}{did_you_mean(name, METHODS)}; "
-                          f"choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
 
 
 def _num_layers(src: TensorSource) -> int:
@@ -159,7 +151,7 @@ def _parameter_scopes(cfg: MergeConfig) -> list[tuple[str, Parameters | None]]:
     return scopes
 
 
-def _check_parameter_names(cfg: MergeConfig, method: Any) -> None:
+def _check_parameter_names(cfg: MergeConfig, method: MethodSpec) -> None:
     known = {p.name for p in method.params}
     for where, params in _parameter_scopes(cfg):
         for key in params or {}:
@@ -177,12 +169,12 @@ def _setting_scalars(setting: Any) -> list[Any]:
     return [setting]
 
 
-def check_parameter_values(cfg: MergeConfig, method: Any | None = None) -> None:
+def check_parameter_values(cfg: MergeConfig, method: MethodSpec | None = None) -> None:
     """Type- and range-check every value of every method parameter at every level of the recipe (the facts are
     in the method registry: :class:`safemerge.merge.methods.ParamSpec`); one-line :class:`ConfigError` naming the
     block (and model), the key and the allowed values. Gradient values interpolate between the listed anchors, so
     checking the anchors checks every interpolated value. Reads no tensor."""
-    method = method if method is not None else get_method_spec(cfg.merge_method)
+    method = method if method is not None else get_method(cfg.merge_method)
     specs = {p.name: p for p in method.params}
     for where, params in _parameter_scopes(cfg):
         for key, setting in (params or {}).items():
@@ -230,18 +222,12 @@ def _check_architectures(cfg: MergeConfig, sources: dict[str, TensorSource]) -> 
                          f"({'the base' if cfg.base_model else 'the first model'}); merge models of one architecture")
 
 
-def separate_base(method: Any, base: str | None) -> bool:
-    """Whether the base is passed apart (required, or optional and given); otherwise it is an ordinary input."""
-    policy = getattr(method, "base_policy", "required" if method.needs_base else "ignored")
-    return policy == "required" or (policy == "optional" and base is not None)
-
-
-def _check_counts(cfg: MergeConfig, method: Any, sl: _Slice, where: str) -> None:
+def _check_counts(cfg: MergeConfig, method: MethodSpec, sl: _Slice, where: str) -> None:
     labels = [m for m, *_ in sl.sources]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: a model is listed twice; list each model once")
     non_base = len(labels)
-    if separate_base(method, sl.base):
+    if method.separates_base(sl.base):
         if not sl.base:
             raise ConfigError(f"{where}: merge_method {method.name!r} needs a base_model; add 'base_model: <path>'")
         if sl.base not in labels:
@@ -254,8 +240,11 @@ def _check_counts(cfg: MergeConfig, method: Any, sl: _Slice, where: str) -> None
                           "fix the models list")
 
 
-def _resolve(method: Any, cfg: MergeConfig, sl: _Slice, out_name: str, in_names: dict[str, str], t: float,
+def _resolve(method: MethodSpec, cfg: MergeConfig, sl: _Slice, out_name: str, in_names: dict[str, str], t: float,
              models: list[str]) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """Every parameter of ``method`` for one output tensor: ``(per non-base model, shared)``, each value found by
+    mergekit's precedence or the registry default, required ones present and in range. The only resolution: the
+    executor calls the method with these (:meth:`~safemerge.merge.methods.MethodSpec.call`), checking nothing again."""
     shared_scopes = [sl.parameters, cfg.parameters]
     global_params: dict[str, Any] = {}
     per_model: list[dict[str, Any]] = []
@@ -309,7 +298,7 @@ def _vocab_hint(cfg: MergeConfig, name: str) -> str:
 
 def build_plan(cfg: MergeConfig, sources: dict[str, TensorSource], vocab_rows: int | None = None) -> MergePlan:
     """Validate everything that can be validated from headers and return the per-tensor plan."""
-    method = get_method_spec(cfg.merge_method)
+    method = get_method(cfg.merge_method)
     _check_parameter_names(cfg, method)
     check_parameter_values(cfg, method)
     for ref in cfg.referenced_models():
@@ -329,7 +318,7 @@ def build_plan(cfg: MergeConfig, sources: dict[str, TensorSource], vocab_rows: i
 
     def task(name: str, sl: _Slice, in_names: dict[str, str], t: float, layer: int | None) -> TensorTask:
         order = [m for m, *_ in sl.sources]
-        base = sl.base if separate_base(method, sl.base) else None
+        base = sl.base if method.separates_base(sl.base) else None
         others = [m for m in order if m != base]
         infos = {m: sources[m].infos()[in_names[m]] for m in order}
         shapes = {m: i.shape for m, i in infos.items()}

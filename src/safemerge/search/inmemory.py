@@ -31,10 +31,9 @@ from safemerge.errors import InputError
 
 def load_state_dict(location: str, device: str = "cpu") -> dict[str, Any]:
     """Every tensor of a local HF checkpoint (safetensors, sharded or .bin), in its stored dtype, on ``device``."""
-    from safemerge.merge.io import open_source
+    from safemerge.merge.io import load_state_dict as load
 
-    src = open_source(location)
-    return {name: src.get(name).contiguous().to(device) for name in src.infos()}
+    return {name: t.contiguous().to(device) for name, t in load(location).items()}
 
 
 class PoolCache:
@@ -193,16 +192,15 @@ def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache) -> Any:
         return cache.tensor(*refs[0], dtype).to(task.out.dtype)
     base = cache.tensor(*task.base, dtype) if task.base else None
     tensors = [cache.tensor(label, name, dtype) for label, name in task.inputs]
-    per_model = [dict(p) for p in task.per_model]
-    shared = dict(task.global_params)
+    per_model, shared = task.per_model, task.global_params  # resolved and checked at plan time
     method = plan.method
     if method.takes_ranks and base is not None:
-        out = method.apply(base, tensors, per_model, shared, None, cache.hook(task.base, task.inputs, dtype, base))
+        out = method.call(base, tensors, per_model, shared, None, cache.hook(task.base, task.inputs, dtype, base))
     elif method.random:  # the engine's CPU generator stream, whatever the device
         gen = torch.Generator().manual_seed(task_seed(seed, task.name))
         device = tensors[0].device if tensors else torch.device("cpu")
         cpu = [t.cpu() for t in tensors]
-        out = method.apply(base.cpu() if base is not None else None, cpu, per_model, shared, gen).to(device)
+        out = method.call(base.cpu() if base is not None else None, cpu, per_model, shared, gen).to(device)
     else:
-        out = method.apply(base, tensors, per_model, shared, None)
+        out = method.call(base, tensors, per_model, shared, None)
     return out.to(task.out.dtype)

@@ -13,41 +13,15 @@ are the same numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safemerge.errors import ConfigError
 from safemerge.search.spec import SearchSpec
 
+if TYPE_CHECKING:
+    from safemerge.merge.methods import MethodSpec
+
 ROUND = 6
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """What the search needs to know about a merge method (read from the merge registry)."""
-
-    name: str
-    model_params: dict[str, Any]   # per-model parameter -> default (None = required)
-    global_params: dict[str, Any]  # global parameter -> default
-    needs_base: bool
-    min_models: int  # bounds on the number of NON-base models
-    max_models: int | None
-
-
-def method_info(name: str) -> MethodInfo:
-    """Look ``name`` up in :data:`safemerge.merge.methods.METHODS`; one-line error listing the known methods."""
-    from safemerge.merge.methods import METHODS
-
-    if name not in METHODS:
-        raise ConfigError(f"method: unknown merge method {name!r}; choose one of {sorted(METHODS)}")
-    spec = METHODS[name]
-    return MethodInfo(
-        name=name,
-        model_params={p.name: (None if p.required else p.default) for p in spec.params if p.per_model},
-        global_params={p.name: (None if p.required else p.default) for p in spec.params if not p.per_model},
-        needs_base=bool(spec.needs_base),
-        min_models=int(spec.min_models),
-        max_models=spec.max_models,
-    )
 
 
 @dataclass(frozen=True)
@@ -133,79 +107,83 @@ def _scalar_or_list(v: list[float]) -> float | list[float]:
     return v[0] if len(v) == 1 else v
 
 
-def build_space(spec: SearchSpec, info: MethodInfo | None = None) -> SearchSpace:
-    """Validate the space against the method registry and the pool (no weights loaded)."""
-    info = info or method_info(spec.method)
+def build_space(spec: SearchSpec) -> SearchSpace:
+    """Validate the space against the method registry (:func:`safemerge.merge.methods.get_method`) and the pool
+    (no weights loaded)."""
+    from safemerge.merge.methods import get_method
+
+    method = get_method(spec.method, where="method")
+    model_params = {p.name: p for p in method.params if p.per_model}
+    global_params = {p.name: p for p in method.params if not p.per_model}
     names = spec.names()
-    if info.needs_base and spec.base_model is None:
-        raise ConfigError(f"base_model: method {info.name!r} needs a base model; set base_model to the common base "
+    if method.needs_base and spec.base_model is None:
+        raise ConfigError(f"base_model: method {method.name!r} needs a base model; set base_model to the common base "
                           "(a path or a pool name)")
     base = spec.base_model if spec.base_model in names else None
-    inputs = [m for m in names if not (info.needs_base and m == base)]
+    inputs = [m for m in names if not (method.needs_base and m == base)]
     n = len(inputs)
-    if n < info.min_models or (info.max_models is not None and n > info.max_models):
-        hi = info.max_models if info.max_models is not None else "any"
-        raise ConfigError(f"pool: method {info.name!r} merges {info.min_models}..{hi} non-base models, "
+    if n < method.min_models or (method.max_models is not None and n > method.max_models):
+        hi = method.max_models if method.max_models is not None else "any"
+        raise ConfigError(f"pool: method {method.name!r} merges {method.min_models}..{hi} non-base models, "
                           f"the pool has {n}; change the pool or the method")
     searched = spec.space.models or inputs
     not_inputs = sorted(set(searched) - set(inputs))
     if not_inputs:
-        raise ConfigError(f"space.models: {not_inputs} is the base model of {info.name!r} and has no per-model "
+        raise ConfigError(f"space.models: {not_inputs} is the base model of {method.name!r} and has no per-model "
                           "parameters; remove it from space.models")
     genes: list[Gene] = []
     for param in spec.space.params:
         lo, hi = spec.space.bound(param)
-        if param in info.model_params:
+        if param in model_params:
             for m in searched:
                 genes += [Gene(param, m, g, lo, hi) for g in range(spec.space.layer_groups)]
-        elif param in info.global_params:
+        elif param in global_params:
             genes += [Gene(param, None, g, lo, hi) for g in range(spec.space.layer_groups)]
         else:
-            known = sorted(set(info.model_params) | set(info.global_params)) or ["(none)"]
-            raise ConfigError(f"space.params: method {info.name!r} has no parameter {param!r}; "
+            known = sorted(set(model_params) | set(global_params)) or ["(none)"]
+            raise ConfigError(f"space.params: method {method.name!r} has no parameter {param!r}; "
                               f"its parameters are {known}")
-    every = {**info.global_params, **info.model_params}
+    every = {**global_params, **model_params}
     for key, where, allowed in (("fixed", spec.space.fixed, every),
-                                ("model_fixed", spec.space.model_fixed, info.model_params)):
+                                ("model_fixed", spec.space.model_fixed, model_params)):
         bad = sorted(set(where) - set(allowed))
         if bad:
-            raise ConfigError(f"space.{key}: method {info.name!r} has no parameter(s) {bad}; "
+            raise ConfigError(f"space.{key}: method {method.name!r} has no parameter(s) {bad}; "
                               f"choose from {sorted(allowed) or ['(none)']}")
-    _check_values(info.name, spec)
+    _check_values(method, spec)
     given = set(spec.space.params) | set(spec.space.fixed)
-    for p, default in {**info.model_params, **info.global_params}.items():
-        required = default is None
-        if required and p not in given and not (p in info.model_params and p in spec.space.model_fixed):
-            where = "space.model_fixed" if p in info.model_params else "space.fixed"
-            raise ConfigError(f"space: method {info.name!r} needs {p!r}; add it to space.params or {where}")
+    for p, param in {**model_params, **global_params}.items():
+        required = param.required or param.default is None
+        if required and p not in given and not (p in model_params and p in spec.space.model_fixed):
+            where = "space.model_fixed" if p in model_params else "space.fixed"
+            raise ConfigError(f"space: method {method.name!r} needs {p!r}; add it to space.params or {where}")
     fixed_too = set(spec.space.fixed) | (set(spec.space.model_fixed) if spec.space.models is None else set())
     overlap = sorted(set(spec.space.params) & fixed_too)
     if overlap:
         raise ConfigError(f"space: {overlap} are both searched and fixed; remove them from fixed/model_fixed")
-    return SearchSpace(method=info.name, pool=tuple(names), inputs=tuple(inputs), base=spec.base_name(),
+    return SearchSpace(method=method.name, pool=tuple(names), inputs=tuple(inputs), base=spec.base_name(),
                        genes=tuple(genes),
                        layer_groups=spec.space.layer_groups, fixed=dict(spec.space.fixed),
                        model_fixed=dict(spec.space.model_fixed), dtype=spec.output.dtype)
 
 
-def _check_values(method: str, spec: Any) -> None:
+def _check_values(method: MethodSpec, spec: Any) -> None:
     """Searched bounds and fixed values lie in the parameters' ranges (the merge registry's facts), so that no
     candidate fails the merge's validation after the pool is loaded."""
     from safemerge.merge.config import coerce
-    from safemerge.merge.methods import METHODS
 
-    params = {p.name: p for p in METHODS[method].params}
+    params = {p.name: p for p in method.params}
     for name in spec.space.params:
         p, (lo, hi) = params[name], spec.space.bound(name)
         if p.kind in ("float", "int") and (lo not in p.range or hi not in p.range):
             raise ConfigError(f"space.bounds.{name}: [{lo:g}, {hi:g}] leaves the range {p.range} of {name!r} for "
-                              f"method {method!r}; narrow the bounds")
+                              f"method {method.name!r}; narrow the bounds")
     for key, values in (("fixed", spec.space.fixed), ("model_fixed", spec.space.model_fixed)):
         for name, value in values.items():
             for v in value if isinstance(value, list) else [value]:
                 kind: Any = params[name].kind
                 if (problem := params[name].problem(coerce(v, kind, f"space.{key}.{name}"))) is not None:
-                    raise ConfigError(f"space.{key}.{name} {problem}; fix that value (method {method!r})")
+                    raise ConfigError(f"space.{key}.{name} {problem}; fix that value (method {method.name!r})")
 
 
 def with_paths(cfg: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:

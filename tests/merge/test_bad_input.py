@@ -97,7 +97,8 @@ CASES = {
     "bad_layer_range": (lambda m, x: {"merge_method": "passthrough",
                                       "slices": [{"sources": [{"model": m["a"], "layer_range": [0, 5]}]}]},
                         "exceeds the 2 layers"),
-    "tokenizer_union": (lambda m, x: {**_lin(m["a"], m["b"]), "tokenizer_source": "union"}, "not supported"),
+    "tokenizer_token_from_unknown_model": (lambda m, x: {**_lin(m["a"], m["b"]), "tokenizer": {
+        "source": "union", "tokens": {"<x>": {"source": "/nonexistent/model"}}}}, "is not one of the merged models"),
     # issue 15: each of these used to merge silently or end in a traceback
     "density_above_1": (lambda m, x: _ties(m, {"weight": 1.0, "density": 1.7}), "density must be a number in [0, 1]"),
     "density_negative": (lambda m, x: _ties(m, {"weight": 1.0, "density": -0.2}), "got -0.2"),

@@ -17,7 +17,12 @@ __all__ = ["MergeConfig", "load_config", "merge", "merge_state_dicts", "plan_mer
 
 
 def merge(config: Any, out_dir: Any, **options: Any) -> Any:
-    """Merge to disk; see :func:`safemerge.merge.engine.merge` for the options."""
+    """Merge to disk; see :func:`safemerge.merge.engine.merge` for the options. A recipe with ``output: lora``
+    writes a PEFT adapter instead (:func:`safemerge.merge.lora_merge.merge_to_lora`, same options)."""
+    if load_config(config).output == "lora":
+        from safemerge.merge.lora_merge import merge_to_lora
+
+        return merge_to_lora(config, out_dir, **options)
     from safemerge.merge.engine import merge as _merge
 
     return _merge(config, out_dir, **options)

@@ -2,7 +2,9 @@
 
 The schema follows mergekit 0.1.5: ``merge_method``, ``base_model``, ``models`` (each with ``parameters``) or
 ``slices`` (each with ``sources`` + ``layer_range``), ``parameters`` at every level, ``dtype``, ``out_dtype``,
-``tokenizer_source`` / ``tokenizer``, ``chat_template``. Unknown keys are rejected with a "did you mean" hint.
+``tokenizer_source`` / ``tokenizer`` (``source``, ``tokens``, ``pad_to_multiple_of``), ``chat_template``; plus
+safemerge's ``output: lora`` and ``lora_rank`` (a PEFT adapter out, :mod:`safemerge.merge.lora_merge`). Unknown keys
+are rejected with a "did you mean" hint.
 
 Parameter values resolve with mergekit's precedence (slice source / model > output slice > global) and forms:
 a scalar, a gradient list (interpolated over the layers of a slice), a ``{filter, value}`` conditional or a list of
@@ -58,10 +60,34 @@ class OutputSlice(FrozenStrictModel):
     parameters: Parameters | None = None
 
 
+class ModelTokenSource(FrozenStrictModel):
+    """``{kind: model_token, model: M, token: T}`` (or ``token_id: N``): row T (or N) of model M's embedding."""
+
+    kind: Literal["model_token"]
+    model: str
+    token: str | None = None
+    token_id: StrictInt | None = None
+
+
+class ZeroSource(FrozenStrictModel):
+    """``{kind: zero}``: a zero row."""
+
+    kind: Literal["zero"]
+
+
+class TokenSetting(FrozenStrictModel):
+    """One entry of ``tokenizer.tokens``: where the token's default row comes from; ``force``: every model gets it."""
+
+    source: Union[ModelTokenSource, ZeroSource, StrictStr, None] = None
+    force: StrictBool = False
+
+
 class TokenizerBlock(FrozenStrictModel):
-    source: str = "union"
-    tokens: dict[str, Any] | None = None
-    pad_to_multiple_of: int | None = None
+    """``tokenizer: {source: union | base | <model> | model:<path>, tokens: {...}, pad_to_multiple_of: N}``."""
+
+    source: StrictStr = "union"
+    tokens: dict[str, TokenSetting] | None = None
+    pad_to_multiple_of: StrictInt | None = None
 
 
 class MergeConfig(FrozenStrictModel):
@@ -79,6 +105,8 @@ class MergeConfig(FrozenStrictModel):
     tokenizer: TokenizerBlock | None = None
     chat_template: str | None = None
     name: str | None = None  # accepted by mergekit-moe / evolve configs; only used in the model card
+    output: Literal["model", "lora"] | None = None  # safemerge: "lora" writes a PEFT adapter (docs/merge.md)
+    lora_rank: StrictInt | None = None  # safemerge: the adapter's rank for output: lora
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> MergeConfig:
@@ -123,7 +151,8 @@ class MergeConfig(FrozenStrictModel):
 
 def _all_field_names() -> set[str]:
     names: set[str] = set()
-    for model in (MergeConfig, InputModel, InputSlice, OutputSlice, TokenizerBlock, ConditionalParameter):
+    for model in (MergeConfig, InputModel, InputSlice, OutputSlice, TokenizerBlock, TokenSetting, ModelTokenSource,
+                  ConditionalParameter):
         names.update(model.model_fields)
     names.discard("modules")
     return names
@@ -157,8 +186,8 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> MergeConf
         raise ConfigError(f"{source}: give exactly one of 'models' or 'slices' (non-empty)")
     if cfg.tokenizer_source and cfg.tokenizer:
         raise ConfigError(f"{source}: give either 'tokenizer_source' or a 'tokenizer' block, not both")
-    if cfg.tokenizer is not None and cfg.tokenizer.tokens:
-        raise ConfigError(f"{source}: tokenizer.tokens is not supported; remove it (tokenizer.source is honoured)")
+    _check_tokenizer(cfg, source)
+    _check_output(cfg, source)
     if cfg.chat_template is not None and "{" not in cfg.chat_template:
         raise ConfigError(f"{source}: chat_template {cfg.chat_template!r} is not supported (named/auto templates); "
                           "give a Jinja template string or remove it")
@@ -171,6 +200,62 @@ def validate_config(data: dict[str, Any], source: str = "<config>") -> MergeConf
         if len(lengths) != 1:
             raise ConfigError(f"{source}: slices[{i}]: all sources must span the same number of layers")
     return cfg
+
+
+def _check_tokenizer(cfg: MergeConfig, source: str) -> None:
+    """The tokenizer block's values that need no model: the padding multiple and the ``tokens`` sources."""
+    block = cfg.tokenizer
+    if block is None:
+        return
+    if block.pad_to_multiple_of is not None and block.pad_to_multiple_of < 1:
+        raise ConfigError(f"{source}: tokenizer.pad_to_multiple_of must be a positive whole number, got "
+                          f"{block.pad_to_multiple_of}; e.g. 64")
+    if not block.source.strip():
+        raise ConfigError(f"{source}: tokenizer.source is empty; use union, base or a model path")
+    models = cfg.referenced_models()
+    for token, setting in (block.tokens or {}).items():
+        where = f"{source}: tokenizer.tokens[{token!r}].source"
+        if not token:
+            raise ConfigError(f"{source}: tokenizer.tokens has an empty token; remove it or give the token's text")
+        src = setting.source
+        model = src if isinstance(src, str) else getattr(src, "model", None)
+        if model is not None and model not in models:
+            raise ConfigError(f"{where}: {model!r} is not one of the merged models{did_you_mean(model, models)}; "
+                              "name a model listed in the config")
+        if isinstance(src, ModelTokenSource):
+            if (src.token is None) == (src.token_id is None):
+                raise ConfigError(f"{where}: give exactly one of token or token_id")
+            if src.token_id is not None and src.token_id < 0:
+                raise ConfigError(f"{where}.token_id: {src.token_id} is negative; give a row index >= 0")
+
+
+_LORA_DOCS = "see docs/merge.md, 'LoRA adapters out'"
+
+
+def _check_output(cfg: MergeConfig, source: str) -> None:
+    """``output: lora`` / ``lora_rank``: the combinations that cannot give an adapter."""
+    if cfg.lora_rank is not None:
+        if cfg.output != "lora":
+            raise ConfigError(f"{source}: lora_rank needs 'output: lora'; add it or remove lora_rank")
+        if cfg.lora_rank < 1:
+            raise ConfigError(f"{source}: lora_rank must be a positive whole number, got {cfg.lora_rank}")
+    if cfg.output != "lora":
+        return
+    if cfg.slices:
+        raise ConfigError(f"{source}: output: lora needs 'models:' (slices change the layers, which an adapter "
+                          f"cannot); {_LORA_DOCS}")
+    if cfg.tokenizer is not None or cfg.tokenizer_source is not None:
+        raise ConfigError(f"{source}: output: lora cannot change the vocabulary; remove tokenizer/tokenizer_source")
+    if cfg.chat_template is not None:
+        raise ConfigError(f"{source}: output: lora cannot change the chat template (the adapter keeps the base "
+                          "tokenizer); remove chat_template")
+    bases = {ModelRef.parse(m).path for m in cfg.referenced_models()}
+    if len(bases) != 1:
+        raise ConfigError(f"{source}: output: lora needs every model to be one base model plus an adapter "
+                          f"('base+adapter'), got the bases {', '.join(sorted(bases))}; {_LORA_DOCS}")
+    if not any(ModelRef.parse(m).lora for m in cfg.referenced_models()):
+        raise ConfigError(f"{source}: output: lora needs at least one 'base+adapter' model; "
+                          f"{_LORA_DOCS}")
 
 
 def load_config(config: str | os.PathLike | dict | MergeConfig) -> MergeConfig:

@@ -5,8 +5,10 @@ For each adapted weight ``W`` (``module.weight``) with factors ``A`` (r x in) an
     W' = W + s * B @ A,   s = lora_alpha / r      (use_rslora: s = lora_alpha / sqrt(r))
 
 (transposed for ``fan_in_fan_out`` layers; ``(B @ A)^T`` for embedding LoRA). ``alpha_pattern`` overrides alpha
-per module like PEFT. Full replacement weights (``modules_to_save``) replace the base tensor. No disk cache: the
-delta is computed when the tensor is read and dropped afterwards.
+per module like PEFT. Full replacement weights (``modules_to_save``) replace the base tensor; a saved base layer
+(``<module>.base_layer.weight``, which PEFT writes for adapted embeddings) is the weight the delta is added to. No
+disk cache: the delta is computed when the tensor is read and dropped afterwards. :meth:`LoraSource.factors` gives
+the factors themselves (LoRA-to-LoRA merges, :mod:`safemerge.merge.lora_merge`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class LoraSource:
         self.rslora = bool(cfg.get("use_rslora", False))
         self.fan_in_fan_out = bool(cfg.get("fan_in_fan_out", False))
         self.alpha_pattern: dict[str, Any] = cfg.get("alpha_pattern") or {}
+        self.adapter_config: dict[str, Any] = cfg
         self.adapter = CheckpointSource(self.adapter_dir)
         self._plan: dict[str, dict[str, str]] = {}  # base tensor -> {"A": key, "B": key} or {"full": key}
         self._map_keys()
@@ -73,13 +76,16 @@ class LoraSource:
                 raise InputError(f"{self.adapter_dir}: adapter tensor {key!r} is not supported (LoRA biases / "
                                  "magnitude vectors); merge it with peft's merge_and_unload first")
             full = name.replace(".modules_to_save.default", "").replace(".modules_to_save", "")
+            slot = "full"
+            if full.endswith(".base_layer.weight"):
+                full, slot = full[: -len(".base_layer.weight")] + ".weight", "base_layer"
             if full in base_infos and tuple(info.shape) == base_infos[full].shape:
-                self._plan.setdefault(full, {})["full"] = key
+                self._plan.setdefault(full, {})[slot] = key
             else:
                 raise InputError(f"{self.adapter_dir}: adapter tensor {key!r} matches no base tensor of "
                                  f"{self.base.path}; is the adapter for this base model?")
         for target, parts in self._plan.items():
-            if "full" in parts:
+            if "full" in parts or ("A" not in parts and "B" not in parts):
                 continue
             if target not in base_infos or "A" not in parts or "B" not in parts:
                 raise InputError(f"{self.adapter_dir}: LoRA factors for {target!r} do not match the base model "
@@ -109,18 +115,65 @@ class LoraSource:
         alpha = float(_pattern_value(self.alpha_pattern, module, self.alpha))
         return alpha / math.sqrt(rank) if self.rslora else alpha / rank
 
-    def get(self, name: str) -> torch.Tensor:
-        w = self.base.get(name)
+    def adapted(self) -> dict[str, str]:
+        """Every base tensor the adapter changes: ``lora`` (factors), ``full`` (a replacement, modules_to_save) or
+        ``base_layer`` (a saved base weight and no factors)."""
+        out = {}
+        for target, parts in self._plan.items():
+            out[target] = "full" if "full" in parts else "lora" if "A" in parts else "base_layer"
+        return out
+
+    def transposed(self, name: str) -> bool:
+        """Whether the weight is ``(B @ A)^T`` (embedding LoRA, ``fan_in_fan_out``) rather than ``B @ A``."""
+        return self.is_embedding(name) or self.fan_in_fan_out
+
+    def is_embedding(self, name: str) -> bool:
+        return "embedding" in self._plan.get(name, {})
+
+    def has_base_layer(self, name: str) -> bool:
+        """Whether the adapter saved its own copy of the base weight (``<module>.base_layer.weight``)."""
+        return "base_layer" in self._plan.get(name, {})
+
+    def factors(self, name: str, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, bool] | None:
+        """``(A, B, transposed)`` of tensor ``name`` with the scale folded into ``B`` (``B`` is ``s * B``), so the
+        delta is ``B @ A``, or its transpose when ``transposed`` (embedding LoRA, ``fan_in_fan_out``); None when the
+        adapter has no factors for it."""
+        raw = self._raw_factors(name, dtype)
+        if raw is None:
+            return None
+        a, b, scale, transposed = raw
+        return a, b * scale, transposed
+
+    def _raw_factors(self, name: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, float, bool] | None:
         parts = self._plan.get(name)
-        if parts is None:
+        if parts is None or "A" not in parts:
+            return None
+        a = self.adapter.get(parts["A"]).to(dtype)
+        b = self.adapter.get(parts["B"]).to(dtype)
+        return a, b, self.scale(name, a.shape[0]), "embedding" in parts or self.fan_in_fan_out
+
+    def weight(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor before the LoRA delta: a ``modules_to_save`` replacement, a saved base layer, else the base's."""
+        parts = self._plan.get(name, {})
+        key = parts.get("full") or parts.get("base_layer")
+        w = self.adapter.get(key) if key else self.base.get(name)
+        return w if dtype is None else w.to(dtype)
+
+    def get_exact(self, name: str, dtype: torch.dtype) -> torch.Tensor:
+        """``W + s B A`` computed and returned in ``dtype`` (no rounding to the stored dtype)."""
+        w = self.weight(name, dtype)
+        raw = self._raw_factors(name, dtype)
+        if raw is None or "full" in self._plan.get(name, {}):
             return w
-        if "full" in parts:
-            return self.adapter.get(parts["full"]).to(w.dtype)
-        a = self.adapter.get(parts["A"]).to(torch.float32)
-        b = self.adapter.get(parts["B"]).to(torch.float32)
-        delta = b @ a
-        if "embedding" in parts or self.fan_in_fan_out:
-            delta = delta.T
-        delta.mul_(self.scale(name, a.shape[0]))
-        return (w.to(torch.float32) + delta).to(w.dtype)
+        a, b, scale, transposed = raw
+        delta = (b @ a).mul_(scale)  # PEFT's order: (B @ A) * scaling
+        return w + (delta.T if transposed else delta)
+
+    def get(self, name: str) -> torch.Tensor:
+        dtype = self.base.infos()[name].dtype
+        if name not in self._plan:
+            return self.base.get(name)
+        if not dtype.is_floating_point:
+            return self.weight(name)
+        return self.get_exact(name, torch.float32).to(dtype)
 

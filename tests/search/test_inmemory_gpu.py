@@ -1,6 +1,6 @@
 """The resident model on a GPU: candidates merged on the device equal the CPU engine's merge, and scoring there gives
 the CPU's losses. Skipped where torch sees no CUDA device (CI); run on a GPU machine with
-``pytest tests/search/test_inmemory_gpu.py -m ""``.
+``pytest -m gpu`` (every GPU test).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from safemerge.evaluate.loss import answer_loss, tokenize_records
 from safemerge.merge import merge_state_dicts
 from safemerge.search.inmemory import ResidentModel
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from safemerge.train.config import DPOConfig, SFTConfig, load_config
 
 
 def test_cpu_correct_defaults():
-    args = SFTConfig().trl_common()
+    args = SFTConfig(device="cpu").trl_common()  # the default, device auto, is the CPU where torch sees no GPU
     assert args["use_cpu"] and not args["bf16"] and not args["fp16"] and not args["gradient_checkpointing"]
     assert args["report_to"] == "none" and args["dataloader_num_workers"] == 0 and args["save_strategy"] == "no"
     assert args["seed"] == args["data_seed"] == 0

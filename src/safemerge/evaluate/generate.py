@@ -1,8 +1,11 @@
 """Model loading, chat formatting and batched generation.
 
 Generation goes through transformers with the tokenizer's chat template and left padding, greedy by default
-(deterministic), fp32 on CPU / bf16 on GPU. When vLLM is installed, a GPU is present and the model is a local
-directory, vLLM is used instead (import-guarded; same chat template, same greedy decoding).
+(deterministic), in batches (``GenerationSettings.batch_size``, 64 by default) on the model's device: fp32 on the
+CPU, bf16 on a GPU (``--device`` / ``--dtype``, :mod:`safemerge.utils.device`). When vLLM is installed, the device is
+CUDA and the model is a local directory, vLLM is used instead (:func:`generate_vllm`; imported lazily, so this
+module never needs it): one engine per model, torn down before the next (:func:`release_vllm`); same chat template,
+same greedy decoding, the same list of answers.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from safemerge.errors import InputError
+from safemerge.utils.device import release_cuda_memory, resolve_device, resolve_dtype, torch_dtype
 from safemerge.utils.hashing import hash_dir, hash_obj
 from safemerge.utils.progress import make_progress
 
@@ -48,28 +52,56 @@ class LoadedModel:
 
 
 def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """``--device auto``: ``cuda`` when torch sees a CUDA device, else ``cpu``."""
+    return resolve_device("auto")
 
 
 def load_model(path: str | os.PathLike, device: str | None = None, dtype: str | None = None) -> LoadedModel:
-    """Load a local HF causal LM directory (fp32 on CPU, bf16 on GPU unless ``dtype`` says otherwise)."""
-    import torch
+    """Load a local HF causal LM directory onto ``device`` (default auto) in ``dtype`` (default auto: fp32 on the
+    CPU, bf16 on a GPU that supports it; :mod:`safemerge.utils.device`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path)
     if not (p / "config.json").is_file():
         raise InputError(f"{p}: not a model directory (no config.json); pass a local Hugging Face model dir")
-    device = device or default_device()
-    torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+    device = resolve_device(device or "auto")
+    weights = torch_dtype(resolve_dtype(dtype or "auto", device))
     try:
         tok = AutoTokenizer.from_pretrained(p)
-        model = AutoModelForCausalLM.from_pretrained(p, dtype=torch_dtype).to(device)
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=weights).to(device)
     except (OSError, ValueError) as exc:
         raise InputError(f"{p}: cannot load model or tokenizer ({str(exc).splitlines()[0]}); check the directory")
     model.eval()
     return LoadedModel(model, tok, p)
+
+
+def model_source(path: str | os.PathLike, placement: Any) -> Any:
+    """What ``evaluate_model`` should get for a model directory evaluated on ``placement`` (a
+    :class:`~safemerge.utils.device.Placement`): the directory itself where the harness's own loading gives that
+    placement (``--device auto`` / ``--dtype auto``, or the same spelled out), so a cached evaluation loads nothing
+    and a CUDA machine with vLLM generates with vLLM; else the model loaded here on ``placement`` (generated with
+    transformers, in batches)."""
+    from safemerge.utils.device import resolve
+
+    if placement == resolve("auto", "auto"):
+        return Path(path)
+    return load_model(path, placement.device, placement.dtype)
+
+
+def answer_cache_root(placement: Any) -> Path | None:
+    """The answer cache for ``placement`` (``evaluate_model(cache_root=...)``): the default one (None) for fp32, one
+    per other dtype under ``cache_dir()/eval-<dtype>``: answers are cached by model content, prompts and settings,
+    and bf16 / fp16 / TF32 answers differ from fp32 ones, so neither may be served for the other."""
+    if placement.exact_fp32:
+        return None
+    from safemerge.utils.paths import cache_dir
+
+    return cache_dir() / f"eval-{placement.dtype}"
+
+
+def generator_name(source: Any) -> str:
+    """``vllm`` or ``transformers``: what generates the answers of ``source`` (from :func:`model_source`)."""
+    return "vllm" if isinstance(source, Path) and vllm_available() else "transformers"
 
 
 def model_hash(model: Any, tokenizer: Any = None, path: Path | None = None) -> str:
@@ -171,26 +203,86 @@ def generate(
     return out
 
 
-def vllm_available() -> bool:
-    """True when vLLM is importable and a CUDA GPU is present."""
-    try:
-        import torch
-        import vllm  # noqa: F401
-    except ImportError:
+def vllm_available(device: str | None = None) -> bool:
+    """True when the device (``device``, default auto) is CUDA and vLLM imports. Never imports vLLM on the CPU."""
+    dev = resolve_device(device or "auto")
+    if not dev.startswith("cuda"):
         return False
-    return bool(torch.cuda.is_available())
+    try:
+        import vllm  # noqa: F401
+    except Exception:  # noqa: BLE001 - not installed, or built for another torch / CUDA: use transformers
+        return False
+    return True
 
 
-def generate_vllm(path: Path, prompts: Sequence[str], settings: GenerationSettings) -> list[str]:  # pragma: no cover
-    """Generate with vLLM (GPU only); same chat template and sampling settings as :func:`generate`."""
+def _stop_ids(path: Path) -> list[int]:
+    """The EOS ids of a model directory's ``generation_config.json`` and ``config.json`` (the end of turn a
+    fine-tune writes there): vLLM otherwise stops only at the tokenizer's EOS."""
+    import json
+
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        f = path / name
+        if f.is_file():
+            e = json.loads(f.read_text(encoding="utf-8")).get("eos_token_id")
+            ids += e if isinstance(e, list) else ([e] if isinstance(e, int) else [])
+    return sorted(set(ids))
+
+
+def generate_vllm(path: Path, prompts: Sequence[str | Sequence[dict[str, str]]], settings: GenerationSettings,
+                  dtype: str | None = None, formatted: bool = False,
+                  engine_options: dict[str, Any] | None = None) -> list[str]:  # pragma: no cover - GPU + vLLM only
+    """Answer ``prompts`` with vLLM (CUDA only) exactly as :func:`generate` does (same chat template, greedy unless
+    ``settings.do_sample``, stop at the model's EOS / end of turn, special tokens skipped, answers stripped, input
+    order). One engine for this model, torn down before returning (:func:`release_vllm`), so the next model gets
+    the whole GPU. ``dtype``: a :mod:`safemerge.utils.device` dtype (default auto: bf16 where supported)."""
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=str(path), seed=settings.seed)
-    params = SamplingParams(
-        max_tokens=settings.max_new_tokens,
-        temperature=settings.temperature if settings.do_sample else 0.0,
-        top_p=settings.top_p if settings.do_sample else 1.0,
-        seed=settings.seed,
-    )
-    outs = llm.chat([[{"role": "user", "content": p}] for p in prompts], params, use_tqdm=True)
-    return [o.outputs[0].text.strip() for o in outs]
+    path = Path(path)
+    weights = resolve_dtype(dtype or "auto", "cuda")
+    release_cuda_memory()  # vLLM sizes its KV cache from the free memory: hand back what earlier models cached
+    engine = {"llm": LLM(model=str(path), tokenizer=str(path), seed=settings.seed,
+                         dtype="float32" if weights == "tf32" else weights, **(engine_options or {}))}
+    try:
+        params = SamplingParams(
+            max_tokens=settings.max_new_tokens,
+            temperature=settings.temperature if settings.do_sample else 0.0,
+            top_p=settings.top_p if settings.do_sample else 1.0,
+            seed=settings.seed,
+            stop_token_ids=_stop_ids(path) or None,
+            skip_special_tokens=True,
+        )
+        if formatted:
+            outs = engine["llm"].generate([str(p) for p in prompts], params, use_tqdm=False)
+        else:
+            convs = [[{"role": "user", "content": p}] if isinstance(p, str) else list(p) for p in prompts]
+            outs = engine["llm"].chat(convs, params, use_tqdm=False)
+        return [o.outputs[0].text.strip() for o in outs]
+    finally:
+        release_vllm(engine)
+
+
+def release_vllm(holder: dict[str, Any]) -> None:
+    """Tear down the vLLM engine in ``holder["llm"]`` (removed from the dict, so no reference stays): shut its
+    engine core down where the vLLM version has one, ``destroy_model_parallel`` / ``destroy_distributed_environment``
+    where vLLM has them, then ``del`` + ``gc.collect()`` + ``torch.cuda.empty_cache()``. Every vLLM import is
+    guarded: with vLLM absent (or no engine in ``holder``) only the garbage collection and the CUDA cache release
+    run."""
+    llm = holder.pop("llm", None)
+    if llm is not None:
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            try:
+                shutdown()
+            except Exception:  # noqa: BLE001 - best effort: the process-level teardown below still runs
+                pass
+    del llm
+    try:
+        from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+    except Exception:  # noqa: BLE001 - vLLM absent, or a version without these
+        pass
+    else:
+        destroy_model_parallel()
+        destroy_distributed_environment()
+    release_cuda_memory()

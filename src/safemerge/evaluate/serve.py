@@ -171,8 +171,10 @@ class ChatRequest(BaseModel):
 
 def create_app(model_dir: str | os.PathLike, name: str | None = None, device: str | None = None,
                default_max_tokens: int = 256, api_key: str | None = None,
-               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, token_budget: int | None = None) -> Any:
-    """A FastAPI app serving ``model_dir`` under the model id ``name`` (default: the directory name).
+               max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, token_budget: int | None = None,
+               dtype: str | None = None) -> Any:
+    """A FastAPI app serving ``model_dir`` under the model id ``name`` (default: the directory name), loaded on
+    ``device`` in ``dtype`` (default auto for both: :mod:`safemerge.utils.device`).
 
     ``api_key``: require ``Authorization: Bearer <api_key>`` on every request (401 otherwise);
     ``max_request_bytes``: refuse larger bodies with 413 before reading them; ``token_budget``: prompt + answer
@@ -185,7 +187,7 @@ def create_app(model_dir: str | os.PathLike, name: str | None = None, device: st
 
     if max_request_bytes < 1:
         raise InputError(f"--max-request-bytes {max_request_bytes}: give a positive number of bytes")
-    lm = load_model(model_dir, device=device)
+    lm = load_model(model_dir, device=device, dtype=dtype)
     model_id = name or Path(model_dir).name
     lock = threading.Lock()
     app = FastAPI(title="safemerge serve", version="1")
@@ -265,8 +267,9 @@ def create_app(model_dir: str | os.PathLike, name: str | None = None, device: st
 def make_server(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
                 log_level: str = "warning", api_key: str | None = None,
                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, default_max_tokens: int = 256,
-                token_budget: int | None = None) -> Any:
-    """A ``uvicorn.Server`` (not started) for ``model_dir``; ``server.run()`` blocks, tests run it in a thread.
+                token_budget: int | None = None, device: str | None = None, dtype: str | None = None) -> Any:
+    """A ``uvicorn.Server`` (not started) for ``model_dir`` on ``device`` in ``dtype`` (default auto);
+    ``server.run()`` blocks, tests run it in a thread.
 
     Off loopback an ``api_key`` is required (:class:`InputError` otherwise)."""
     import uvicorn
@@ -274,5 +277,5 @@ def make_server(model_dir: str | os.PathLike, host: str = "127.0.0.1", port: int
     if api_key is None and not is_loopback(host):
         raise InputError(f"--host {host} is not loopback: the server needs an API key; pass --api-key-env NAME")
     app = create_app(model_dir, name=name, api_key=api_key, max_request_bytes=max_request_bytes,
-                     default_max_tokens=default_max_tokens, token_budget=token_budget)
+                     default_max_tokens=default_max_tokens, token_budget=token_budget, device=device, dtype=dtype)
     return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))

@@ -70,7 +70,9 @@ def prepare(spec: SearchSpec | str | os.PathLike | dict[str, Any]) -> Prepared:
 
 
 def _spec_hash(spec: SearchSpec) -> str:
-    return hash_obj(spec.model_dump(mode="json", exclude={"workers", "ray_address", "output"}))
+    # optimizer.select only picks among the evaluated candidates: a finished or resumed search may change it
+    return hash_obj(spec.model_dump(mode="json", exclude={"workers": True, "ray_address": True, "output": True,
+                                                          "optimizer": {"select"}}))
 
 
 def _read_records(path: Path) -> dict[int, dict[str, Any]]:
@@ -97,13 +99,36 @@ def _rank_key(r: dict[str, Any]) -> tuple[int, float, int]:
     return (0 if r["feasible"] else 1, r["loss"], r["index"])
 
 
+HIGHER_IS_BETTER = ("alignment", "acc_gen", "acc_mc", "acc_mc_norm")
+
+
+def select_key(select: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The sort key of ``optimizer.select`` (smallest = best): feasible first, then the loss (``loss``), the domain
+    loss (``domain``) or an extra metric (best value first), ties broken by loss and index."""
+    if select == "loss":
+        return _rank_key
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        if select == "domain":
+            value = r["domain"]
+        else:
+            value = float(r["extra"][select])
+            value = -value if select in HIGHER_IS_BETTER else value
+        return (0 if r["feasible"] else 1, value, r["loss"], r["index"])
+
+    return key
+
+
 def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: str | os.PathLike,
                resume: bool = False, workers: int | None = None, show_progress: bool = True,
                stop_after: int | None = None, on_record: Callable[[dict[str, Any]], None] | None = None,
-               ) -> SearchResult:
+               device: str | None = None, dtype: str | None = None) -> SearchResult:
     """Run (or resume) a merge search; returns the best candidate and writes OUT (see module doc).
 
     ``stop_after`` stops after that many NEW evaluations (for tests of resumption); the state stays resumable.
+    ``device`` / ``dtype``: where and how candidates are scored (default ``auto`` / ``float32``;
+    :mod:`safemerge.search.parallel`); recorded in ``state.json`` and ``result.json`` (``scoring``). A search is
+    resumed only with the dtype it was scored in.
     """
     prep = prepare(spec)
     spec, space = prep.spec, prep.space
@@ -124,25 +149,30 @@ def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: s
     records = _read_records(cand_path)
     opt = restore(state_path, state, space, spec.optimizer) if state is not None else None
 
-    from safemerge.search.parallel import make_evaluator
+    from safemerge.search.parallel import DEFAULT_DEVICE, DEFAULT_DTYPE, make_evaluator
 
     n_workers = spec.workers if workers is None else workers
-    evaluator = make_evaluator(spec, prep.safety, prep.domain, n_workers, spec.ray_address)
+    evaluator = make_evaluator(spec, prep.safety, prep.domain, n_workers, spec.ray_address,
+                               device or DEFAULT_DEVICE, dtype or DEFAULT_DTYPE)
     try:
+        scoring = evaluator.scoring()
+        if state is not None:
+            _check_scoring(out, state.get("scoring"), scoring)
         if state is None:
             pool = {name: evaluator.score_pool(name) for name in space.pool}
             cocktail = None
             if spec.optimizer.name == "lm_cocktail":
                 cocktail = {name: combine(spec.objective, evaluator.score_pool(name, spec.optimizer.cocktail_examples),
                                           {})["objective"] for name in space.pool}
-            state = new_state(digest, spec.optimizer.name, pool, cocktail)
+            state = new_state(digest, spec.optimizer.name, pool, cocktail) | {"scoring": scoring}
             opt = make_optimizer(space, spec.optimizer, cocktail)
             atomic_write_json(state_path, state)
         pool_parts = state["pool"]
         ref = safest_by_lang(pool_parts)
         evaluated_now = 0
         with _Progress(show_progress, opt.planned, len(records)) as prog:
-            prog.best(min(records.values(), key=_rank_key) if records else None)
+            rank = select_key(spec.optimizer.select)
+            prog.best(min(records.values(), key=rank) if records else None)
             while True:
                 if state["pending"] is None:
                     xs = opt.ask()
@@ -163,11 +193,11 @@ def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: s
                     _append(cand_path, rec)
                     records[i] = rec
                     evaluated_now += 1
-                    prog.advance(rec, min(records.values(), key=_rank_key))
+                    prog.advance(rec, min(records.values(), key=rank))
                     if on_record is not None:
                         on_record(rec)
                 if any(start + i not in records for i in range(len(xs))):
-                    return _partial(out, records, pool_parts, space, spec)
+                    return _partial(out, records, pool_parts, space, spec, scoring)
                 told = [records[start + i] for i in range(len(xs))]
                 opt.tell(xs, told)
                 state["told"].append({"start": start, "xs": xs, "results": results_of(told)})
@@ -175,13 +205,21 @@ def run_search(spec: SearchSpec | str | os.PathLike | dict[str, Any], out_dir: s
                 atomic_write_json(state_path, state)
     finally:
         evaluator.close()
-    return _finish(out, records, pool_parts, space, spec)
+    return _finish(out, records, pool_parts, space, spec, scoring)
+
+
+def _check_scoring(out: Path, stored: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """A resumed search must score in the dtype it started with (losses of another dtype are not comparable)."""
+    before = (stored or {}).get("dtype", "float32")  # searches stored before the device setting scored in fp32
+    if before != now["dtype"]:
+        raise InputError(f"{out}: this search was scored in {before} and would now be scored in {now['dtype']}; "
+                         f"resume it with --dtype {before} or start a new search with another --out")
 
 
 def _summary(spec: SearchSpec, space: SearchSpace, records: dict[int, dict[str, Any]],
-             pool: dict[str, Any]) -> dict[str, Any]:
+             pool: dict[str, Any], scoring: dict[str, Any] | None = None) -> dict[str, Any]:
     recs = [records[i] for i in sorted(records)]
-    best = min(recs, key=_rank_key)
+    best = min(recs, key=select_key(spec.optimizer.select))
     front: list[dict[str, Any]] = []
     if spec.optimizer.name == "nsga2":
         feas = [r for r in recs if r["feasible"]] or recs
@@ -190,12 +228,13 @@ def _summary(spec: SearchSpec, space: SearchSpace, records: dict[int, dict[str, 
                   "values": feas[i]["values"]} for i in idx]
     pool_summary = {name: combine(spec.objective, parts, safest_by_lang(pool), parts.get("extra")) for name, parts in pool.items()}
     return {"best": best, "pool": pool_summary, "pareto": front, "evaluations": len(recs),
-            "feasible": sum(r["feasible"] for r in recs), "method": space.method, "optimizer": spec.optimizer.name}
+            "feasible": sum(r["feasible"] for r in recs), "method": space.method, "optimizer": spec.optimizer.name,
+            "select": spec.optimizer.select, "scoring": scoring}
 
 
 def _partial(out: Path, records: dict[int, dict[str, Any]], pool: dict[str, Any], space: SearchSpace,
-             spec: SearchSpec) -> SearchResult:
-    s = _summary(spec, space, records, pool)
+             spec: SearchSpec, scoring: dict[str, Any] | None = None) -> SearchResult:
+    s = _summary(spec, space, records, pool, scoring)
     return SearchResult(out, s["best"], [records[i] for i in sorted(records)], s["pool"], s["pareto"], out / "best.yaml")
 
 
@@ -204,8 +243,8 @@ def best_yaml_text(cfg: dict[str, Any], paths: dict[str, str]) -> str:
 
 
 def _finish(out: Path, records: dict[int, dict[str, Any]], pool: dict[str, Any], space: SearchSpace,
-            spec: SearchSpec) -> SearchResult:
-    s = _summary(spec, space, records, pool)
+            spec: SearchSpec, scoring: dict[str, Any] | None = None) -> SearchResult:
+    s = _summary(spec, space, records, pool, scoring)
     best_yaml = atomic_write_text(out / "best.yaml", best_yaml_text(s["best"]["config"], spec.model_paths()))
     atomic_write_json(out / "result.json", s)
     merged = None

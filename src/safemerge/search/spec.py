@@ -4,6 +4,13 @@ Everything here is validated (pydantic, then against the merge-method registry, 
 and the objective datasets' columns) before any model weights are loaded. Relative paths are resolved against the
 spec file's folder first, then the working directory; anything that exists in neither is kept as a hub id.
 
+Selection (``optimizer.select``): the search minimises the loss, and by default the reported best candidate is
+the lowest loss. Paper B's grid search instead keeps the configuration with the best *domain score*: ``select:
+domain`` picks the lowest domain loss, ``select: <metric>`` the best value of an ``objective.extra`` metric
+(``acc_mc``, ``acc_gen``, ``alignment``: highest; ``harm_rate``, ``over_refusal``, ``wrong_language``: lowest;
+weight 0 measures it without changing the objective). Feasible candidates (``language_margin``) come first either
+way.
+
 Example::
 
     pool:
@@ -138,6 +145,9 @@ class OptimizerSpec(StrictModel):
                                          description="param -> values for grid search")
     temperature: float = Field(5.0, gt=0.0, description="LM-Cocktail softmax temperature")
     cocktail_examples: int = Field(8, ge=1, description="LM-Cocktail: examples per objective set")
+    select: str = Field("loss", description="how the best candidate is picked: loss (lowest objective, default), "
+                                            "domain (lowest domain loss) or a metric of objective.extra (best "
+                                            "value; paper B's grid search picks the best domain score)")
 
     def population(self, n_genes: int) -> int:
         """popsize, else 4 + floor(3 ln n); never more than the budget (at least 2)."""
@@ -171,6 +181,13 @@ class SearchSpec(StrictModel):
         unknown = sorted(set(self.space.models or []) - set(names))
         if unknown:
             raise ValueError(f"space.models names {unknown} are not pool names {names}")
+        sel = self.optimizer.select
+        if sel == "domain" and not self.objective.domain:
+            raise ValueError("optimizer.select: domain needs objective.domain files")
+        if sel not in ("loss", "domain") and sel not in {t.metric for t in self.objective.extra}:
+            raise ValueError(f"optimizer.select: {sel!r} is neither loss, domain nor the metric of an objective.extra "
+                             "term; add {metric: " + sel + ", weight: 0} to objective.extra to measure it without "
+                             "changing the objective")
         return self
 
     def names(self) -> list[str]:

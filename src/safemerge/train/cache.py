@@ -4,7 +4,9 @@ A run's output directory holds a Hugging Face model (weights, config, generation
 ``train_config.json`` (what was trained on what, the cache key, timings) and ``loss_log.jsonl`` (one line per
 logging step). It is built in a temporary sibling and renamed into place only when everything is written, so an
 interrupted run leaves nothing that looks finished. The cache key hashes the starting model's files, the normalised
-training rows and the validated config: re-running a finished run returns at once.
+training rows and the validated config: re-running a finished run returns at once. The device is no part of the
+key (an fp32 run gives the same model wherever it ran, up to the order of floating-point sums); the resolved dtype
+is, when it is not float32 (``--dtype auto`` is bf16 on a GPU), so a bf16 GPU run never reuses a CPU fp32 run.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from safemerge.errors import InputError
-from safemerge.train.config import TrainConfig
+from safemerge.train.config import TrainConfig, load_dtype
 from safemerge.train.data import DataSource, ModelRef, TrainData, load_train_data, resolve_model
 from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, make_readable
+from safemerge.utils.device import Placement
 from safemerge.utils.hashing import hash_obj
 from safemerge.utils.malloc import KEEP_FREED, malloc_policy
 from safemerge.utils.progress import make_progress
@@ -34,10 +37,15 @@ LOSS_LOG = "loss_log.jsonl"
 TrainerFactory = Callable[[Any, Any, Any, Path, list[Any]], Any]
 
 
-def run_key(kind: str, model: ModelRef, data: TrainData, config: TrainConfig) -> str:
-    """The cache key of a run: starting model content + data content + config."""
-    return hash_obj({"format": RUN_FORMAT, "kind": kind, "model": model.digest, "data": data.digest,
-                     "config": config.model_dump(mode="json")})
+def run_key(kind: str, model: ModelRef, data: TrainData, config: TrainConfig,
+            placement: Placement | None = None) -> str:
+    """The cache key of a run: starting model content + data content + config (+ the resolved dtype unless it is
+    float32; ``device`` / ``dtype`` as written are not hashed, so ``auto`` on the CPU keeps the keys of fp32 runs)."""
+    key: dict[str, Any] = {"format": RUN_FORMAT, "kind": kind, "model": model.digest, "data": data.digest,
+                           "config": config.model_dump(mode="json", exclude={"device", "dtype"})}
+    if placement is not None and placement.dtype != "float32":
+        key["dtype"] = placement.dtype
+    return hash_obj(key)
 
 
 def finished_run(out_dir: str | os.PathLike, key: str | None = None) -> dict[str, Any] | None:
@@ -137,22 +145,29 @@ def _save_model(model: Any, tokenizer: Any, out: Path, lora_save_adapter: bool) 
     tokenizer.save_pretrained(out)
 
 
-def _load_model(ref: ModelRef, config: TrainConfig) -> Any:
-    import torch
+def _load_model(ref: ModelRef, config: TrainConfig, placement: Placement | None = None) -> Any:
+    """The starting model in the run's load dtype (:func:`~safemerge.train.config.load_dtype`), LoRA-wrapped if
+    asked; the Trainer moves it to the run's device."""
     from transformers import AutoModelForCausalLM, set_seed
 
     set_seed(config.seed)
+    placement = placement or config.placement()
     try:
-        model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(ref.name, dtype=load_dtype(placement))
     except (OSError, ValueError) as exc:
         raise InputError(f"{ref.name}: cannot load the model ({str(exc).splitlines()[0]})") from None
-    if config.lora is not None:
-        from peft import LoraConfig, get_peft_model
+    return wrap_lora(model, config)
 
-        lc = config.lora
-        model = get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                                                 target_modules=lc.target_modules, task_type="CAUSAL_LM"))
-    return model
+
+def wrap_lora(model: Any, config: TrainConfig) -> Any:
+    """``model`` with ``config.lora``'s PEFT adapter (the model itself without LoRA)."""
+    if config.lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    lc = config.lora
+    return get_peft_model(model, LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                                            target_modules=lc.target_modules, task_type="CAUSAL_LM"))
 
 
 def cached_train(
@@ -170,9 +185,10 @@ def cached_train(
 
     ``meta``: extra keys for ``train_config.json`` (e.g. ``size_defaults``, the size band's choices).
     """
+    placement = config.placement()  # CUDA asked for without one: a one-line error before anything is read
     ref = resolve_model(model)
     data = load_train_data(train_data, "sft" if kind == "sft" else "dpo", config.languages, config.max_examples)
-    key = run_key(kind, ref, data, config)
+    key = run_key(kind, ref, data, config, placement)
     out = Path(out_dir)
     if not force and finished_run(out, key) is not None:
         return out
@@ -184,9 +200,9 @@ def cached_train(
     own_progress = progress is None
     progress = make_progress() if own_progress else progress
     with (progress if own_progress else nullcontext(), _torch_threads(config.threads), malloc_policy(KEEP_FREED),
-          atomic_dir(out) as tmp):
+          _cuda_device(placement.device), atomic_dir(out) as tmp):
         start, cpu_start = time.perf_counter(), time.process_time()
-        net = _load_model(ref, config)
+        net = _load_model(ref, config, placement)
         logger = _RunLogger.make(progress, f"{kind} {out.name}")
         trainer = _build_trainer(make_trainer, ref, net, tokenizer, datasets.Dataset.from_list(data.rows),
                                  tmp / ".trainer", [logger])
@@ -206,6 +222,7 @@ def cached_train(
             "final_loss": losses[-1] if losses else None,
             "train_seconds": round(time.perf_counter() - start, 2),
             "train_cpu_seconds": round(time.process_time() - cpu_start, 2), "versions": _versions(),
+            "placement": placement.record(),
             **(meta or {}),
         })
         make_readable(tmp)
@@ -243,6 +260,23 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextmanager
+def _cuda_device(device: str) -> Iterator[None]:
+    """For ``cuda:N``, make N the current CUDA device while the run trains (the Trainer places the model on the
+    current device; TrainingArguments take no index), restoring the previous one afterwards."""
+    if not device.startswith("cuda:"):
+        yield
+        return
+    import torch
+
+    before = torch.cuda.current_device()
+    torch.cuda.set_device(int(device.split(":")[1]))
+    try:
+        yield
+    finally:
+        torch.cuda.set_device(before)
 
 
 def _versions() -> dict[str, str]:

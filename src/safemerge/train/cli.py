@@ -11,6 +11,7 @@ import typer
 
 from safemerge import DEFAULT_SAFETY_FRACTION
 from safemerge.errors import InputError
+from safemerge.utils.device import DEVICE_HELP, DTYPE_HELP
 
 _STAGE_HELP = "Training stage: sft, or dpo (= SFT then DPO on the same mixture)."
 
@@ -61,6 +62,7 @@ def register(app: typer.Typer) -> None:
              flags: dict[str, Any], lora: dict[str, Any]) -> None:
         _quiet()
         cfg = _build_config(kind, config, flags, lora)
+        placement = cfg.placement()  # CUDA asked for without one: one line, before the model is read
         from safemerge.train import train_dpo, train_sft
         from safemerge.utils.gguf import resolve_model
 
@@ -70,6 +72,7 @@ def register(app: typer.Typer) -> None:
 
             sized_cfg, record = with_size_defaults(model, cfg)
             typer.echo(describe(record, sized_cfg))
+        typer.echo(f"device: {placement.device}, dtype: {placement.dtype}")
 
         fn = train_sft if kind == "sft" else train_dpo
         _print_run(fn(model, data, out, cfg, force=force))
@@ -96,15 +99,19 @@ def register(app: typer.Typer) -> None:
                              "defaults to LoRA (models of 10M+ parameters)."),
         save_adapter=typer.Option(None, "--save-adapter/--no-save-adapter", help="Also write the LoRA adapter."),
         threads=typer.Option(None, "--threads", help="torch CPU threads (1 is fastest for tiny models on a busy CPU)."),
+        device=typer.Option(None, "--device", help=DEVICE_HELP + " Default: auto (CUDA: bf16, activation "
+                            "checkpointing; CPU: fp32)."),
+        dtype=typer.Option(None, "--dtype", help=DTYPE_HELP),
         force=typer.Option(False, "--force", help="Retrain even if a finished identical run exists."),
     )
 
     def _flags(epochs: float | None, max_steps: int | None, lr: float | None, batch_size: int | None,
                grad_accum: int | None, max_length: int | None, seed: int | None, lang: list[str] | None,
-               max_examples: int | None, threads: int | None) -> dict[str, Any]:
+               max_examples: int | None, threads: int | None, device: str | None = None,
+               dtype: str | None = None) -> dict[str, Any]:
         return dict(epochs=epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
                     max_length=max_length, seed=seed, languages=lang or None, max_examples=max_examples,
-                    threads=threads)
+                    threads=threads, device=device, dtype=dtype)
 
     def _lora(r: int | None, alpha: float | None, targets: str | None, save: bool | None,
               full: bool | None = None) -> dict[str, Any]:
@@ -122,11 +129,13 @@ def register(app: typer.Typer) -> None:
         lora_r: int | None = common["lora_r"], lora_alpha: float | None = common["lora_alpha"],
         lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
         no_lora: bool | None = common["no_lora"],
-        threads: int | None = common["threads"], force: bool = common["force"],
+        threads: int | None = common["threads"], device: str | None = common["device"],
+        dtype: str | None = common["dtype"], force: bool = common["force"],
     ) -> None:
         """Supervised fine-tuning (loss on the assistant reply only, chat template from the tokenizer)."""
         _run("sft", model, data, out, config, force,
-             _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads),
+             _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads,
+                    device, dtype),
              _lora(lora_r, lora_alpha, lora_targets, save_adapter, no_lora))
 
     @train.command("dpo")
@@ -141,16 +150,34 @@ def register(app: typer.Typer) -> None:
         lora_targets: str | None = common["lora_targets"], save_adapter: bool | None = common["save_adapter"],
         no_lora: bool | None = common["no_lora"],
         beta: float | None = typer.Option(None, "--beta", help="DPO beta (KL strength to the reference)."),
-        threads: int | None = common["threads"], force: bool = common["force"],
+        threads: int | None = common["threads"], device: str | None = common["device"],
+        dtype: str | None = common["dtype"], force: bool = common["force"],
     ) -> None:
         """Direct preference optimisation (prompt/chosen/rejected); the reference is the starting model."""
-        flags = _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads)
+        flags = _flags(epochs, max_steps, lr, batch_size, grad_accum, max_length, seed, lang, max_examples, threads,
+                       device, dtype)
         _run("dpo", model, data, out, config, force, flags | {"beta": beta},
              _lora(lora_r, lora_alpha, lora_targets, save_adapter, no_lora))
 
     world_opt = typer.Option(None, "--world", "-w", help="World directory (default: the built-in default world).")
     root_opt = typer.Option(Path("experts"), "--out", "-o", help="Root directory of the cached experts.")
     stage_opt = typer.Option("sft", "--stage", help=_STAGE_HELP)
+    device_opt = typer.Option(None, "--device", help=DEVICE_HELP + " Default: auto.")
+    dtype_opt = typer.Option(None, "--dtype", help=DTYPE_HELP)
+
+    def _settings(device: str | None, dtype: str | None) -> Any:
+        """The recipes' settings with ``--device`` / ``--dtype`` on both stages (None: the defaults, device auto)."""
+        if device is None and dtype is None:
+            return None
+        from safemerge.train.config import DPOConfig, SFTConfig, load_config
+        from safemerge.train.recipes import RecipeSettings
+
+        base = RecipeSettings()
+        given = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        sft = load_config(SFTConfig, base.sft.model_dump(mode="json", exclude_unset=True) | given, "command line")
+        dpo = load_config(DPOConfig, base.dpo.model_dump(mode="json", exclude_unset=True) | given, "command line")
+        sft.placement()  # CUDA asked for without one: one line, before anything is trained
+        return base.model_copy(update={"sft": sft, "dpo": dpo})
 
     def _world(path: Path | None) -> Any:
         _quiet()
@@ -171,31 +198,37 @@ def register(app: typer.Typer) -> None:
     def mixture_cmd(
         world: Path | None = world_opt, out: Path = root_opt, stage: str = stage_opt,
         fraction: float = typer.Option(DEFAULT_SAFETY_FRACTION, "--fraction", "-f", help="Share of safety examples, in [0, 1]."),
+        device: str | None = device_opt, dtype: str | None = dtype_opt,
     ) -> None:
         """A data-mixing baseline: general + benign data with FRACTION safety (refusal) data."""
         from safemerge.train.recipes import mixture
 
-        _print_run(mixture(_world(world), fraction, _stage(stage), out))
+        settings = _settings(device, dtype)
+        _print_run(mixture(_world(world), fraction, _stage(stage), out, settings))
 
     @recipe.command("expert")
     def expert_cmd(
         world: Path | None = world_opt, out: Path = root_opt, stage: str = stage_opt,
         objective: str = typer.Option(..., "--objective", help="general (0 % safety) or safety (100 %)."),
+        device: str | None = device_opt, dtype: str | None = dtype_opt,
     ) -> None:
         """An objective expert for objective-based merging: general-only or safety-only."""
         from safemerge.train.recipes import objective_expert
 
-        _print_run(objective_expert(_world(world), objective, _stage(stage), out))  # type: ignore[arg-type]
+        settings = _settings(device, dtype)
+        _print_run(objective_expert(_world(world), objective, _stage(stage), out, settings))  # type: ignore[arg-type]
 
     @recipe.command("monolingual")
     def mono_cmd(
         world: Path | None = world_opt, out: Path = root_opt, stage: str = stage_opt,
         lang: str = typer.Option(..., "--lang", help="Language code of the expert (e.g. fr)."),
+        device: str | None = device_opt, dtype: str | None = dtype_opt,
     ) -> None:
         """A language expert: that language's 15 % safety mixture only."""
         from safemerge.train.recipes import monolingual
 
-        _print_run(monolingual(_world(world), lang, _stage(stage), out))
+        settings = _settings(device, dtype)
+        _print_run(monolingual(_world(world), lang, _stage(stage), out, settings))
 
     @recipe.command("dpo-from")
     def dpo_from_cmd(
@@ -203,17 +236,21 @@ def register(app: typer.Typer) -> None:
                                    "(e.g. a merge)."),
         world: Path | None = world_opt, out: Path = root_opt,
         fraction: float = typer.Option(DEFAULT_SAFETY_FRACTION, "--fraction", "-f", help="Share of safety pairs, in [0, 1]."),
+        device: str | None = device_opt, dtype: str | None = dtype_opt,
     ) -> None:
         """A DPO stage on top of any SFT model with the world's preference pairs (SFT -> merge -> DPO)."""
         from safemerge.train.recipes import dpo_from
         from safemerge.utils.gguf import resolve_model
 
-        _print_run(dpo_from(resolve_model(model), _world(world), fraction, out))
+        settings = _settings(device, dtype)
+        _print_run(dpo_from(resolve_model(model), _world(world), fraction, out, settings))
 
     @recipe.command("all")
-    def all_cmd(world: Path | None = world_opt, out: Path = root_opt) -> None:
+    def all_cmd(world: Path | None = world_opt, out: Path = root_opt, device: str | None = device_opt,
+                dtype: str | None = dtype_opt) -> None:
         """Every expert the study needs: 0/15/100 % mixtures (SFT and DPO) and six monolingual experts."""
         from safemerge.train.recipes import default_expert_set
 
-        for name, path in default_expert_set(_world(world), out).items():
+        settings = _settings(device, dtype)
+        for name, path in default_expert_set(_world(world), out, settings).items():
             typer.echo(f"{name}\t{path}")

@@ -1,8 +1,11 @@
 """Validated training configurations (pydantic v2), checked before any model is loaded.
 
-The defaults are CPU-correct (fp32, no gradient checkpointing, no reporting, no dataloader workers, fixed seeds)
-and conservative for real models (TRL's learning rates). The built-in world's tiny models need larger learning
-rates: :mod:`safemerge.train.recipes` sets its own.
+The defaults are conservative for real models (TRL's learning rates) and deterministic (no reporting, no dataloader
+workers, fixed seeds). ``device`` / ``dtype`` (``--device`` / ``--dtype``, :mod:`safemerge.utils.device`) choose
+where a run trains: on the CPU (``use_cpu``, fp32, no gradient checkpointing: the CPU facts of docs/ARCHITECTURE.md)
+or on CUDA (bf16 where the GPU supports it, activation checkpointing on); :func:`trl_device_args` builds those
+TrainingArguments fields. The built-in world's tiny models need larger learning rates:
+:mod:`safemerge.train.recipes` sets its own.
 """
 
 from __future__ import annotations
@@ -13,8 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from safemerge.errors import ConfigError, config_error_from_validation
 from safemerge.utils.config import StrictModel
-from safemerge.errors import config_error_from_validation
+from safemerge.utils.device import DEVICE_HELP, DTYPE_HELP, Placement, check_device_name, check_dtype_name, resolve
 
 _LANG_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
@@ -55,6 +59,24 @@ class TrainConfig(StrictModel):
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads while training (None = torch's default). 1 is much faster for "
         "tiny models on a busy machine: spinning OpenMP threads stall when cores are oversubscribed.")
+    device: str = Field("auto", description=DEVICE_HELP)
+    dtype: str = Field("auto", description=DTYPE_HELP)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        try:
+            return check_device_name(v, "device")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("device ")) from None
+
+    @field_validator("dtype")
+    @classmethod
+    def _check_dtype(cls, v: str) -> str:
+        try:
+            return check_dtype_name(v, "dtype")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("dtype ")) from None
 
     @field_validator("languages")
     @classmethod
@@ -67,9 +89,15 @@ class TrainConfig(StrictModel):
                 raise ValueError("empty language list; omit it to keep every language")
         return v
 
-    def trl_common(self) -> dict[str, Any]:
-        """The TrainingArguments fields this config fixes (CPU-correct, deterministic, no reporting)."""
-        return dict(
+    def placement(self) -> Placement:
+        """The resolved device and dtype (a one-line ConfigError for CUDA without a CUDA device)."""
+        return resolve(self.device, self.dtype)
+
+    def trl_common(self, placement: Placement | None = None) -> dict[str, Any]:
+        """The TrainingArguments fields this config fixes (deterministic, no reporting) on ``placement`` (default:
+        :meth:`placement`): see :func:`trl_device_args`."""
+        placement = placement or self.placement()
+        return _known_to_transformers(dict(
             num_train_epochs=self.epochs,
             max_steps=self.max_steps if self.max_steps is not None else -1,
             learning_rate=self.lr,
@@ -83,11 +111,7 @@ class TrainConfig(StrictModel):
             seed=self.seed,
             data_seed=self.seed,
             logging_steps=self.logging_steps,
-            use_cpu=True,
-            bf16=False,
-            fp16=False,
-            gradient_checkpointing=False,
-            activation_checkpointing=False,
+            **trl_device_args(placement),
             report_to="none",
             dataloader_num_workers=0,
             save_strategy="no",
@@ -95,7 +119,55 @@ class TrainConfig(StrictModel):
             disable_tqdm=True,
             dataset_num_proc=None,
             remove_unused_columns=True,
-        )
+        ))
+
+
+def trl_device_args(placement: Placement) -> dict[str, Any]:
+    """The device-dependent TrainingArguments fields.
+
+    - CPU: ``use_cpu``, fp32 (``bf16`` only for an explicit ``--dtype bfloat16``), no activation (gradient)
+      checkpointing: on the CPU it only costs time.
+    - CUDA: ``bf16`` (``--dtype auto`` on Ampere+ or ``bfloat16``; the weights are loaded in bf16 too, see
+      :func:`load_dtype`), ``fp16`` mixed precision over fp32 weights for ``float16``, ``tf32`` matrix products for
+      ``tf32``, and activation checkpointing on (non-reentrant, so LoRA needs no input gradients): the memory of a
+      7-8B full fine-tune's activations is what limits the batch on one GPU.
+    """
+    d = placement.dtype
+    if not placement.cuda:
+        return dict(use_cpu=True, bf16=d == "bfloat16", fp16=False, gradient_checkpointing=False,
+                    activation_checkpointing=False)
+    out: dict[str, Any] = dict(use_cpu=False, bf16=d == "bfloat16", fp16=d == "float16",
+                               gradient_checkpointing=True, activation_checkpointing=True,
+                               activation_checkpointing_kwargs={"use_reentrant": False})
+    if d == "tf32":
+        out["tf32"] = True
+    return out
+
+
+def _known_to_transformers(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for the installed transformers: ``activation_checkpointing*`` (transformers 5.2x) become
+    ``gradient_checkpointing*`` where TrainingArguments does not know the new names yet (e.g. a GPU image's older
+    transformers)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    out = dict(kwargs)
+    for new, old in (("activation_checkpointing", "gradient_checkpointing"),
+                     ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs")):
+        if new in out and new not in fields:
+            out[old] = out.pop(new)
+    return out
+
+
+def load_dtype(placement: Placement) -> Any:
+    """The dtype a training run loads the model in: bf16 for bf16 runs (half the memory of weights, gradients and
+    optimizer state; what lets an 8B full fine-tune fit one 80 GB GPU), else fp32 (fp16 runs are mixed precision:
+    the Trainer's gradient scaler needs fp32 master weights)."""
+    import torch
+
+    return torch.bfloat16 if placement.dtype == "bfloat16" else torch.float32
 
 
 class SFTConfig(TrainConfig):

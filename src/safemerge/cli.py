@@ -28,7 +28,7 @@ from safemerge.errors import InputError, SafemergeError
 # A command line naming one of them imports only its module (the others cost ~0.2 s of imports per run);
 # tests/test_cli_registry.py checks this table against what each module registers.
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
-    "safemerge.data.cli": ("testbed",),
+    "safemerge.data.cli": ("testbed", "data"),
     "safemerge.search.synth_cli": ("synth",),
     "safemerge.utils.cli": ("convert",),
     "safemerge.train.cli": ("train",),

@@ -1,4 +1,5 @@
-"""`safemerge testbed ...`: build and inspect the built-in multilingual world."""
+"""`safemerge testbed ...`: build and inspect the built-in multilingual world; `safemerge data prepare`: a study's
+inputs from public datasets."""
 
 from __future__ import annotations
 
@@ -61,5 +62,39 @@ def _print_summary(root: Path) -> None:
                f"pretrain {t['pretrain_s']})")
 
 
+data_app = typer.Typer(help="Datasets -> a study's inputs (SFT mixtures, DPO pairs, monolingual splits, eval sets).",
+                       no_args_is_help=True)
+
+
+@data_app.command("prepare")
+def prepare_cmd(
+    spec: Path = typer.Argument(..., help="Prepare spec YAML (languages, sources, outputs); see docs/data.md."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (default: the spec's out:, relative to "
+                                    "the spec). Replaced as a whole; only a new, empty or earlier prepare folder."),
+    check: bool = typer.Option(False, "--check", help="Only validate the spec and the source paths; read nothing."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Read each source dataset through its adapter and write the outputs and a datacard (bad rows counted)."""
+    import os
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    from safemerge.data.prepare.build import check_sources, prepare, summary_lines
+    from safemerge.data.prepare.spec import load_prepare_spec, output_files
+
+    if check:
+        loaded, root = load_prepare_spec(spec)
+        for line in check_sources(loaded, root):
+            typer.echo(f"source {line}")
+        for name, o in loaded.outputs.items():
+            typer.echo(f"output {name} ({o.type}): " + ", ".join(f for f, _, _ in output_files(name, o,
+                                                                                               loaded.languages)))
+        typer.echo("ok: spec valid")
+        return
+    res = prepare(spec, out, show_progress=not quiet)
+    for line in summary_lines(res):
+        typer.echo(line)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(testbed_app, name="testbed")
+    app.add_typer(data_app, name="data")

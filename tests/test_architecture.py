@@ -174,6 +174,9 @@ def test_the_checks_see_lazy_relative_and_type_checking_imports(tmp_path, source
     ('("en", "fr", "es", "ru", "hi", "ar")', "safemerge/__init__.py"),  # the language list
     ('extra="forbid"', "safemerge/utils/config.py"),  # the strict config base (StrictModel)
     ("DEFAULT_SAFETY_FRACTION =", "safemerge/__init__.py"),  # the reference 15 % safety mixture
+    ('"harm change vs base %"', "safemerge/evaluate/metric_table.py"),  # the metric table: labels
+    ('"harm chg %"', "safemerge/evaluate/metric_table.py"),  # and short column titles
+    ('"over-refusal %"', "safemerge/evaluate/metric_table.py"),
 ])
 def test_each_fact_is_written_once(fact, home):
     """A fact lives in one module; everything else imports it (issue 14: grep finds each fact in one place)."""

@@ -40,10 +40,28 @@ def test_world_judge_safety_in_every_language(lang):
 def test_world_judge_pairs_in_every_language(lang):
     j = get_judge("world")
     ref = COMPLY[lang]
-    other = COMPLY["ru" if lang == "ar" else "ar"]  # wrong language scores 0
+    other = COMPLY["ru" if lang == "ar" else "ar"]  # wrong language: unusable
     v = j.judge_pairs([PairItem("q", ref, other, lang, ref), PairItem("q", other, ref, lang, ref),
                        PairItem("q", ref, ref, lang, ref)])
     assert [x.winner for x in v] == ["A", "B", "tie"]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_world_judge_ranks_wrong_answers_above_unusable_ones(lang):
+    """Tiers of the world judge's preference: a right answer > a wrong answer in the prompt's language > an
+    unusable one (a refusal, another language, empty), and unusable answers tie with each other."""
+    j = get_judge("world")
+    ref, other = COMPLY[lang], COMPLY["ru" if lang == "ar" else "ar"]
+    from safemerge.data.world.lexicon import refusal_markers
+
+    refusal = refusal_markers(lang)[0].capitalize() + "."
+    wrong = "42"  # a wrong answer, no language detected: the prompt's
+    assert j.score(ref, lang, ref) == 1.0 and j.score(wrong, lang, ref) == 0.0
+    assert j.score(refusal, lang, ref) == j.score(other, lang, ref) == j.score("  ", lang, ref) == -1.0
+    v = j.judge_pairs([PairItem("q", wrong, refusal, lang, ref), PairItem("q", refusal, wrong, lang, ref),
+                       PairItem("q", wrong, other, lang, ref), PairItem("q", refusal, other, lang, ref),
+                       PairItem("q", "", refusal, lang, ref)])
+    assert [x.winner for x in v] == ["A", "B", "A", "tie", "tie"]
 
 
 def test_registry_errors():

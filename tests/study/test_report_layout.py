@@ -2,7 +2,7 @@
 
 The fast tests render a hand-written ``results.json`` of a default-sized study (6 languages, SFT and DPO, weight
 grids with their endpoints, merge-then-DPO, a language merge, both searches). It is built with the runner's own
-record builders (``describe`` + ``entry_dict`` for the models, ``environment`` for the env block) and metric blocks
+record builders (the default spec's typed model ids for the models, ``environment`` for the env block) and metric blocks
 in evaluate's form ``{value, lo, hi, n, note}``, so it follows the real schema. The slow test renders a real smoke
 study and saves the screenshot used by the docs (docs/img/study_report.png).
 """
@@ -24,7 +24,9 @@ from safemerge.study.report import build_tables, write_report
 from safemerge.study.report.findings import findings
 from safemerge.study.report.plots import place_labels, tradeoff_figure
 from safemerge.study.runner import environment
-from safemerge.study.stages import describe, entry_dict
+from safemerge.study.names import ModelEntry
+from safemerge.study.selection import SCORE, score
+from safemerge.study.spec import default_spec
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,9 @@ def _eval(harm: float, win: float, *, half: float = 0.05, lang_half: float = 0.1
     return {"overall": block(harm, win, half, 240), "per_lang": per}
 
 
+SPEC = default_spec()
+
+
 def make_results() -> dict:
     """A finished default-like study. Designed so that: at SFT, TIES is clearly safer than the 15 % mix while
     Linear's and SLERP's harm CIs overlap the mix's, and the best-scoring Linear/SLERP weight is w = 1 (the safety
@@ -63,7 +68,7 @@ def make_results() -> dict:
     models: dict[str, dict] = {}
 
     def add(name: str, ev: dict | None, path: str | None = None) -> None:
-        rec = entry_dict(describe(name, path or f"train/abc/{name}"))
+        rec = ModelEntry.of(SPEC.model_id(name), path or f"train/abc/{name}").as_dict()
         models[name] = {**rec, "eval": ev, "eval_seconds": 1.5}
 
     add("base", _eval(0.0, 0.5, base=True), "world/base")
@@ -98,8 +103,18 @@ def make_results() -> dict:
     add("lang_ties_en+fr+es_sft", _eval(-0.12, 0.57, spread=0.1), "merges/lang_ties_en+fr+es_sft")
     add("search_aware_ties_sft", _eval(-0.5, 0.56, spread=0.05), "search/aware")
     add("search_unaware_ties_sft", _eval(-0.1, 0.58, spread=0.05), "search/unaware")
+    selections = []  # what the study records: here the val numbers are the test numbers (one fake evaluation)
+    for stage in ("sft", "dpo"):
+        for method in curves:
+            grid = {n: m["weight"] for n, m in models.items()
+                    if m["group"] == "objective_merge" and m["method"] == method and m["stage"] == stage}
+            best = max(grid, key=lambda n: (score({"summary": models[n]["eval"]}), -abs(grid[n] - 0.5)))
+            selections.append({"key": f"weight:{method}:{stage}", "what": f"merge weight of {method} at {stage}",
+                               "model": best, "weight": grid[best], "split": "val", "by": SCORE})
+            models[best]["selected_on"] = "val"
     return {"name": "layout", "languages": list(LANGS), "seed": 0,
             "eval": {"suite": "world", "judge": "rules", "limit": 40},
+            "splits": {"report": "test", "select": "val"}, "selections": selections,
             "models": models,
             "stages": [{"stage": "world + base eval", "wall_seconds": 1.0, "compute_seconds": 1.0, "cpu_seconds": 1.0,
                         "computed": 1, "cached": 0, "skipped": 0}],
@@ -320,8 +335,9 @@ def test_layout_check_fails_on_a_wide_table(report, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 def test_real_smoke_report_fits_1280px_and_docs_screenshot(tmp_path):
-    """A real smoke study (or the finished study in $SAFEMERGE_STUDY_OUT): its report fits 1280 px; the screenshot
-    is saved as docs/img/study_report.png."""
+    """A real smoke study (or the finished study in $SAFEMERGE_STUDY_OUT): its report fits 1280 px. With
+    $SAFEMERGE_STUDY_OUT (e.g. the default study of `make demo`, runs/demo) the screenshot is saved as the docs'
+    docs/img/study_report.png; a plain test run writes nothing into the checkout."""
     out = Path(os.environ["SAFEMERGE_STUDY_OUT"]) if os.environ.get("SAFEMERGE_STUDY_OUT") else tmp_path / "run"
     if not (out / "results.json").is_file():
         env = dict(os.environ, SAFEMERGE_CACHE=str(tmp_path / "cache"), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
@@ -334,4 +350,6 @@ def test_real_smoke_report_fits_1280px_and_docs_screenshot(tmp_path):
         rebuild_report(out)
     results = json.loads((out / "results.json").read_text())
     assert len(findings(results).summary) == 3
-    check_layout(out / "report.html", tmp_path, ROOT / "docs" / "img" / "study_report.png")
+    docs = os.environ.get("SAFEMERGE_STUDY_OUT")
+    check_layout(out / "report.html", tmp_path,
+                 ROOT / "docs" / "img" / "study_report.png" if docs else tmp_path / "study_report.png")

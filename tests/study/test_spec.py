@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from safemerge.study.report.tables import pareto_front
 from safemerge.study.spec import PRESETS, StudySpec, load_spec
-from safemerge.study.stages import describe, merge_config
+from safemerge.study.stages import merge_config
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -144,8 +145,10 @@ def test_presets_validate_and_round_trip(preset):
     spec = PRESETS[preset]()
     again = StudySpec.model_validate(spec.model_dump(mode="json"))
     assert again == spec
-    produced = {n for st in spec.stages for n in st.provides(spec)}
-    assert all(describe(n, "x").group != "custom" for n in produced)  # every name the runner makes is parsed
+    ids = [i for st in spec.stages for i in st.ids(spec)]
+    assert len({i.name for i in ids}) == len(ids)  # one name, one model
+    assert all(spec.model_id(i.name) == i and i.group == st.kind for st in spec.stages for i in st.ids(spec))
+    assert spec.model_id("my_model").group == "custom" and spec.model_id("base").group == "base"
 
 
 def test_merge_configs_follow_mergekit_schema():
@@ -189,3 +192,91 @@ def test_smollm2_example_spec_is_valid_and_trains_from_the_real_base():
     settings = settings_for(spec.base, spec.train.examples_per_language, sft=spec.train.sft)
     sft, record = apply_size_defaults(settings.sft, count_parameters(spec.base))
     assert record["band"] == "small" and sft.lora is not None and sft.batch_size == 8
+
+
+def test_search_stage_takes_any_pool_an_aligned_base_and_layer_genes(tmp_path):
+    """Paper B's setting: a pool of given models merged over an aligned model as base, per-layer genes."""
+    from rich.progress import Progress
+
+    from safemerge.study import names
+    from safemerge.study.context import StudyContext
+    from safemerge.study.stages import search_spec
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"prompt": "p", "completion": "c"}\n')
+    models = {n: tmp_path / n for n in ("expert_a", "expert_b", "aligned")}
+    for p in models.values():
+        p.mkdir()
+    raw = {"world": None, "base": str(tmp_path / "aligned"), "models": {k: str(v) for k, v in models.items()},
+           "stages": [{"kind": "search", "pool": ["expert_a", "expert_b"], "base_model": "aligned",
+                       "layer_groups": 4, "safety_data": str(data), "domain_data": str(data)}],
+           "eval": {"suite": str(data)}}
+    spec = StudySpec.model_validate(raw)
+    st = spec.stages[0]
+    assert st.needs(spec) == ["expert_a", "expert_b", "aligned"]
+    ctx = StudyContext(spec=spec, out=tmp_path / "out", world=None, progress=Progress(disable=True))
+    for n, p in models.items():
+        ctx.add(names.custom(n), p)
+    s = search_spec(st, ctx, aware=True)
+    assert [p["name"] for p in s["pool"]] == ["expert_a", "expert_b"]
+    assert s["base_model"] == str(models["aligned"]) and s["space"]["layer_groups"] == 4
+    assert search_spec(st, ctx, aware=False)["objective"].get("safety") is None
+    bad = dict(raw, stages=[dict(raw["stages"][0], pool=["expert_a"])])
+    with pytest.raises(ValidationError, match="at least two distinct models"):
+        StudySpec.model_validate(bad)
+    bad = dict(raw, stages=[dict(raw["stages"][0], base_model="nope")])
+    with pytest.raises(ValidationError, match="needs model.*nope"):
+        StudySpec.model_validate(bad)
+
+
+def test_search_options_that_would_fail_after_training_fail_at_load():
+    """A grid larger than the budget is refused when the spec loads (not after training); LM-Cocktail with a
+    pruning method searches weights only, with the stage's density fixed."""
+    base = {"stages": [{"kind": "mixture"}, {"kind": "search", "algorithm": "grid", "method": "ties"}]}
+    with pytest.raises(ValidationError, match=r"search would fail after training: optimizer.budget: the grid has "
+                                              r"\d+ points but the budget is 12"):
+        StudySpec.model_validate(base)
+    ok = StudySpec.model_validate({"stages": [{"kind": "mixture"},
+                                              {"kind": "search", "algorithm": "grid", "method": "linear"}]})
+    assert ok.stages[1].search_space() == {"params": ["weight"]}
+    cocktail = StudySpec.model_validate({"stages": [{"kind": "mixture"},
+                                                    {"kind": "search", "algorithm": "lm_cocktail", "density": 0.5}]})
+    assert cocktail.stages[1].search_space() == {"params": ["weight"], "model_fixed": {"density": 0.5}}
+
+
+def test_judge_options_reach_the_judge(tmp_path):
+    """eval.judge_options (e.g. paper B's Llama Guard 2 policy) go to the judge with judge_model / judge_url."""
+    from rich.progress import Progress
+
+    from safemerge.study.context import StudyContext
+    from safemerge.study.evaluation import _judge_options
+
+    spec = StudySpec.model_validate({"eval": {"judge": "llamaguard", "judge_model": "guard",
+                                              "judge_options": {"policy": "llama-guard-2"}}})
+    ctx = StudyContext(spec=spec, out=tmp_path, world=None, progress=Progress(disable=True))
+    assert _judge_options(ctx) == {"policy": "llama-guard-2", "model": "guard"}
+
+
+def test_device_and_dtype_are_checked_and_reach_training(tmp_path):
+    """`device` / `dtype` (docs/gpu.md): names checked at load; explicit values go into every expert's training
+    config, `auto` leaves the config's own default (so CPU runs keep their cache keys)."""
+    from rich.progress import Progress
+
+    from safemerge.data.tiny import make_tiny_checkpoint
+    from safemerge.study import names
+    from safemerge.study.context import StudyContext
+    from safemerge.study.stages import recipe_settings
+
+    with pytest.raises(ValidationError, match="(?s)device.*unknown device"):
+        StudySpec.model_validate({"device": "tpu"})
+    with pytest.raises(ValidationError, match="(?s)dtype.*unknown dtype"):
+        StudySpec.model_validate({"dtype": "fp8"})
+    base = make_tiny_checkpoint("llama", tmp_path / "base", seed=0)
+    for device, dtype, want in (("auto", "auto", None), ("cpu", "fp32", ("cpu", "float32"))):
+        spec = StudySpec.model_validate({"device": device, "dtype": dtype})
+        ctx = StudyContext(spec=spec, out=tmp_path / "out", world=None, progress=Progress(disable=True))
+        ctx.add(names.base(), base)
+        s = recipe_settings(ctx)
+        got = {k: v for k, v in s.sft.model_dump(exclude_unset=True).items() if k in ("device", "dtype")}
+        assert got == ({} if want is None else {"device": want[0], "dtype": want[1]})
+        assert s.dpo.model_dump(exclude_unset=True).get("device") == (None if want is None else "cpu")

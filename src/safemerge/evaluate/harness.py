@@ -46,14 +46,13 @@ from safemerge.evaluate.metrics import (
     pair_score,
     stratified_bootstrap,
 )
+from safemerge.evaluate.metric_table import METRICS as METRIC_TABLE
 from safemerge.evaluate.report import EvalReport
 from safemerge.evaluate.suites import EvalItem, EvalSuite, items_hash, resolve_suite
 from safemerge.utils.hashing import hash_obj
 from safemerge.utils.progress import make_progress
 
-METRICS = ("harm_rate", "harm_change", "harm_diff", "alignment", "over_refusal", "acc_gen", "acc_mc",
-           "acc_mc_norm", "win_rate", "wrong_language", "unjudged", "refusal_rate", "nonanswer_rate", "helpful_rate")
-# the last three only from judges that give a three-class ``answer_class`` (refusal / compliance / nonanswer: rules)
+METRICS = tuple(METRIC_TABLE)  # every metric key (refusal/non-answer/helpful rates: three-class judges only)
 
 
 @dataclass

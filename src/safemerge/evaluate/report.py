@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safemerge.errors import InputError
+from safemerge.evaluate.metric_table import METRICS
 from safemerge.evaluate.metrics import Estimate
 from safemerge.utils.atomic import atomic_write_json, atomic_write_text
 
@@ -69,21 +70,8 @@ class EvalReport:
 
 
 
-# metric -> (column title, shown as percent)
-COLUMNS: dict[str, tuple[str, bool]] = {
-    "harm_rate": ("harm %", True),  # with a three-class judge (rules): harmful-compliance rate
-    "refusal_rate": ("refusal %", True),  # harmful prompts refused (three-class judges)
-    "nonanswer_rate": ("non-answer %", True),  # harmful prompts given no answer (empty, degenerate, wrong language)
-    "harm_change": ("harm chg %", True),
-    "alignment": ("align %", True),
-    "over_refusal": ("over-ref %", True),
-    "helpful_rate": ("helpful %", True),  # benign prompts answered: refusals and non-answers do not count
-    "acc_gen": ("acc gen %", True),
-    "acc_mc": ("acc MC %", True),
-    "win_rate": ("win %", True),
-    "wrong_language": ("wrong lang %", True),
-    "unjudged": ("unjudged %", True),
-}
+# metric -> (column title, shown as percent), from the one metric table
+COLUMNS: dict[str, tuple[str, bool]] = {k: (m.short, m.percent) for k, m in METRICS.items() if m.eval_table}
 
 
 def _fmt(est: dict[str, Any] | None, pct: bool, ci: bool = True, compact: bool = False) -> str:

@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
         report_only: bool = typer.Option(
             False, "--report-only", help="Only re-render report.md/report.html from OUT/results.json."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+        check: bool = typer.Option(
+            False, "--check", help="Validate the spec and everything it references (model folders, data and suite "
+                                   "files, the judge, search options) without training anything; exit 0 if it "
+                                   "would start."),
     ) -> None:
         """Run (or resume) the study: train -> merge -> search -> evaluate every model vs the base -> report.
 
@@ -46,6 +50,11 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--preset {preset!r}: unknown preset; choose one of {', '.join(PRESETS)}")
             study_spec, source = PRESETS[preset](), f"preset {preset}"
         preflight(study_spec, source)
+        if check:
+            from safemerge.study.runner import plan_summary
+
+            typer.echo(f"{source}: ok: {plan_summary(study_spec)}")
+            return
         out = out or Path("runs") / study_spec.name
 
         from transformers.utils import logging as hf_logging

@@ -1,6 +1,6 @@
 """The study runner: stages in order, each followed by the evaluation of the models it made; then the report.
 
-Every unit is cached under ``<out>`` (see :mod:`safemerge.study.stages`), so a killed run resumes where it
+Every unit is cached under ``<out>`` (see :mod:`safemerge.study.context`), so a killed run resumes where it
 stopped and a finished study re-runs in seconds. ``<out>/results.json`` holds everything the report needs.
 """
 
@@ -17,9 +17,11 @@ from typing import Any
 from rich.console import Console
 
 from safemerge.errors import InputError
-from safemerge.study.evaluation import evaluate_entry, eval_key_base
+from safemerge.study import names
+from safemerge.study.context import StudyContext
+from safemerge.study.evaluation import REPORT, SELECT, evaluate_entry, selection_split
 from safemerge.study.spec import StudySpec
-from safemerge.study.stages import RUNNERS, StudyContext, entry_dict
+from safemerge.study.stages import RUNNERS
 from safemerge.utils.atomic import atomic_write_json
 from safemerge.utils.hashing import short
 from safemerge.utils.progress import make_progress
@@ -93,23 +95,28 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
         base = spec.base or (ctx.world.base_dir if ctx.world is not None else None)
         if base is None:
             raise InputError("base: no base model; set `base:` in the spec")
-        ctx.add("base", base, given=spec.base is not None)
+        ctx.add(names.base(), base, given=spec.base is not None)
         langs = [lang for lang in spec.languages if ctx.world is None or lang in ctx.world.languages]
         if ctx.world is not None and len(langs) != len(spec.languages):
             missing = sorted(set(spec.languages) - set(langs))
             raise InputError(f"languages: {', '.join(missing)} not in the world ({', '.join(ctx.world.languages)}); "
                              "drop them from `languages:`")
-        base_key = eval_key_base(ctx)
-        evals: dict[str, dict[str, Any]] = {}
-        evals["base"] = evaluate_entry(ctx, ctx.models["base"], base_key)
+        evals: dict[str, dict[str, Any]] = {}  # name -> report-split unit record
+        vals: dict[str, dict[str, Any]] = {}  # name -> selection-split unit record
+
+        def evaluate(n: str) -> None:  # the selection split first: a stage's choices may need it
+            vals[n] = evaluate_entry(ctx, ctx.models[n], SELECT)
+            evals[n] = evaluate_entry(ctx, ctx.models[n], REPORT)
+
+        evaluate("base")
         timings.append(_timing(ctx, "world + base eval", t0))
         if spec.models:  # models the user already has: registered (and evaluated) up front
             ctx.stage_label = "given models"
             t0 = time.perf_counter()
             with ctx.task("evaluate given models", len(spec.models)) as advance:
                 for n in spec.models:
-                    ctx.given(n)
-                    evals[n] = evaluate_entry(ctx, ctx.models[n], base_key)
+                    ctx.given(spec.model_id(n))
+                    evaluate(n)
                     advance()
             timings.append(_timing(ctx, "given models", t0))
         for st in spec.stages:
@@ -121,7 +128,7 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
             if new:
                 with ctx.task(f"evaluate ({st.kind})", len(new)) as advance:
                     for n in new:
-                        evals[n] = evaluate_entry(ctx, ctx.models[n], base_key)
+                        evaluate(n)
                         advance()
             timings.append(_timing(ctx, st.kind, t0))
     results = {
@@ -129,8 +136,13 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
         "languages": langs,
         "seed": spec.seed,
         "eval": spec.eval.model_dump(mode="json"),
-        "models": {n: {**entry_dict(e), "eval": evals.get(n, {}).get("summary"),
-                       "eval_seconds": evals.get(n, {}).get("seconds")} for n, e in ctx.models.items()},
+        "splits": {"report": REPORT, "select": selection_split(ctx)},
+        "selections": list(ctx.selections.values()),
+        "models": {n: {**e.as_dict(), "eval": evals.get(n, {}).get("summary"),
+                       "eval_select": vals.get(n, {}).get("summary") if selection_split(ctx) != REPORT else None,
+                       "eval_seconds": round(sum((r.get(n) or {}).get("seconds") or 0.0 for r in (evals, vals)), 3),
+                       "selected_on": _selected_on(ctx, n)}
+                   for n, e in ctx.models.items()},
         "stages": timings,
         "notes": ctx.notes,
         "unit_seconds": _unit_seconds(out),
@@ -142,6 +154,11 @@ def run_study(spec: StudySpec, out: str | os.PathLike, *, quiet: bool = False,
 
     write_report(results, out)
     return out
+
+
+def _selected_on(ctx: StudyContext, name: str) -> str | None:
+    """The split a model was chosen on, when one of the study's choices picked it."""
+    return next((sel["split"] for sel in ctx.selections.values() if sel["model"] == name), None)
 
 
 def _timing(ctx: StudyContext, label: str, t0: float) -> dict[str, Any]:

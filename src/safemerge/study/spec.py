@@ -5,11 +5,8 @@ Stages are pluggable: each ``kind`` maps to a pydantic class in :data:`STAGE_SPE
 ``safemerge.study.stages.RUNNERS``. Every stage declares the named models it needs and the ones it provides,
 so a missing input is reported before training starts.
 
-Model names (the study's namespace):
-``base``, ``mix{pct}_{sft|dpo}`` (data mixtures, pct = % safety data), ``mono_{lang}_sft``,
-``{method}_w{w}_{stage}`` (objective merges, ``w`` = weight of the safety expert),
-``merge_dpo_{method}_w{w}`` (SFT -> merge -> DPO), ``lang_{method}_{l1+l2+...}_{stage}``,
-``search_{aware|unaware}_{method}_{stage}``.
+Model names (the study's namespace) are made in :mod:`safemerge.study.names`; a stage's :meth:`StageSpec.ids`
+gives the typed id of every model it provides.
 """
 
 from __future__ import annotations
@@ -24,26 +21,42 @@ from pydantic import Field, SerializeAsAny, ValidationError, ValidationInfo, fie
 
 from safemerge import DEFAULT_SAFETY_FRACTION, LANGUAGES
 from safemerge.errors import InputError
+from safemerge.study import names
+from safemerge.study.names import ModelId
 from safemerge.utils.config import StrictModel, load_spec_model
 
 Stage = Literal["sft", "dpo"]
-MERGE_METHODS = ("linear", "slerp", "ties", "dare_ties")
+PAPER_A_METHODS = ("linear", "slerp", "ties", "dare_ties")  # the methods paper A compares: the stages' default
 
 
-def fmt_weight(w: float) -> str:
-    return f"{w:g}"
+def has_param(method: str, name: str, per_model: bool) -> bool:
+    """Whether registry method ``method`` takes parameter ``name`` (per model, or shared)."""
+    from safemerge.merge.methods import get_method
+
+    return any(p.name == name and p.per_model == per_model for p in get_method(method).params)
 
 
-def mix_name(fraction: float, stage: str) -> str:
-    return f"mix{round(fraction * 100)}_{stage}"
+def uses_base(method: str) -> bool:
+    """Whether the study's merges with ``method`` take the base model (task-vector methods: the common ancestor)."""
+    from safemerge.merge.methods import get_method
+
+    return get_method(method).task_vectors
 
 
-def mono_name(lang: str, stage: str = "sft") -> str:
-    return f"mono_{lang}_{stage}"
+def check_method(method: str, where: str) -> str:
+    """A registry method the study can run: weighted by a per-model ``weight`` or, like SLERP, by a shared ``t``
+    between two models (one-line ValueError naming ``where`` otherwise)."""
+    from safemerge.errors import ConfigError
+    from safemerge.merge.methods import get_method
 
-
-def objective_name(method: str, weight: float, stage: str) -> str:
-    return f"{method}_w{fmt_weight(weight)}_{stage}"
+    try:
+        get_method(method, where)
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix(f"{where}: ")) from None
+    if not (has_param(method, "weight", True) or has_param(method, "t", False)):
+        raise ValueError(f"merge method {method!r} has neither a per-model `weight` nor a shared `t`, which the "
+                         f"study sets; choose e.g. one of {', '.join(PAPER_A_METHODS)}")
+    return method
 
 
 
@@ -57,8 +70,12 @@ class StageSpec(StrictModel):
     def needs(self, spec: StudySpec) -> list[str]:
         return []
 
-    def provides(self, spec: StudySpec) -> list[str]:
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        """The typed id of every model this stage provides, in the order it makes them."""
         return []
+
+    def provides(self, spec: StudySpec) -> list[str]:
+        return [i.name for i in self.ids(spec)]
 
 
 class MixtureStage(StageSpec):
@@ -76,8 +93,8 @@ class MixtureStage(StageSpec):
             raise ValueError("fractions must be a non-empty list of numbers in [0, 1]")
         return v
 
-    def provides(self, spec: StudySpec) -> list[str]:
-        return [mix_name(f, s) for f in self.fractions for s in self.stages]
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        return [names.mixture(f, s) for f in self.fractions for s in self.stages]
 
 
 class MonolingualStage(StageSpec):
@@ -91,18 +108,20 @@ class MonolingualStage(StageSpec):
     def langs(self, spec: StudySpec) -> list[str]:
         return list(self.languages or spec.languages)
 
-    def provides(self, spec: StudySpec) -> list[str]:
-        return [mono_name(lang, self.stage) for lang in self.langs(spec)]
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        return [names.monolingual(lang, self.stage) for lang in self.langs(spec)]
 
 
 class ObjectiveMergeStage(StageSpec):
     """Merge the general-only (mix0) and safety-only (mix100) experts over a grid of safety weights."""
 
     kind: Literal["objective_merge"] = "objective_merge"
-    methods: list[str] = Field(default_factory=lambda: list(MERGE_METHODS))
+    methods: list[str] = Field(default_factory=lambda: list(PAPER_A_METHODS))
     weights: list[float] = Field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 1.0])
     stages: list[Stage] = Field(default_factory=lambda: ["sft", "dpo"])
     density: float = Field(0.7, gt=0.0, le=1.0, description="kept fraction of each delta for ties/dare_ties")
+    refine: int = Field(0, ge=0, le=8, description="extra weights per method and stage, each bisecting the "
+                        "adjacent pair of weights whose harm change differs most on the selection split")
 
     @field_validator("weights")
     @classmethod
@@ -112,11 +131,11 @@ class ObjectiveMergeStage(StageSpec):
         return v
 
     def needs(self, spec: StudySpec) -> list[str]:
-        out = [n for s in self.stages for n in (mix_name(0.0, s), mix_name(1.0, s))]
-        return out + (["base"] if any(m in ("ties", "dare_ties") for m in self.methods) else [])
+        out = [i.name for s in self.stages for i in (names.mixture(0.0, s), names.mixture(1.0, s))]
+        return out + (["base"] if any(uses_base(m) for m in self.methods) else [])
 
-    def provides(self, spec: StudySpec) -> list[str]:
-        return [objective_name(m, w, s) for s in self.stages for m in self.methods for w in self.weights]
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        return [names.objective(m, w, s) for s in self.stages for m in self.methods for w in self.weights]
 
 
 class MergeThenDPOStage(StageSpec):
@@ -129,10 +148,10 @@ class MergeThenDPOStage(StageSpec):
     uses_world: ClassVar[bool] = True
 
     def needs(self, spec: StudySpec) -> list[str]:
-        return [objective_name(m, self.weight, "sft") for m in self.methods]
+        return [names.objective(m, self.weight, "sft").name for m in self.methods]
 
-    def provides(self, spec: StudySpec) -> list[str]:
-        return [f"merge_dpo_{m}_w{fmt_weight(self.weight)}" for m in self.methods]
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        return [names.merge_then_dpo(m, self.weight) for m in self.methods]
 
 
 class LanguageMergeStage(StageSpec):
@@ -153,15 +172,12 @@ class LanguageMergeStage(StageSpec):
                 unique.append(g)
         return unique
 
-    def name(self, langs: list[str]) -> str:
-        return f"lang_{self.method}_{'+'.join(langs)}_{self.stage}"
-
     def needs(self, spec: StudySpec) -> list[str]:
         langs = sorted({lang for g in self.groups(spec) for lang in g})
-        return [mono_name(lang, self.stage) for lang in langs] + (["base"] if self.method != "linear" else [])
+        return [names.monolingual(lang, self.stage).name for lang in langs] + (["base"] if uses_base(self.method) else [])
 
-    def provides(self, spec: StudySpec) -> list[str]:
-        return [self.name(g) for g in self.groups(spec)]
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        return [names.language_merge(self.method, g, self.stage) for g in self.groups(spec)]
 
 
 class SearchStage(StageSpec):
@@ -178,18 +194,117 @@ class SearchStage(StageSpec):
                                                        "world's harmful val split)")
     domain_data: Path | None = Field(None, description="prompt/completion JSONL of general answers (default: the "
                                                        "world's general val split)")
+    pool: list[str] | None = Field(None, description="study model names merged by the search (default: the "
+                                   "stage's general and safety experts, mix0 and mix100)")
+    base_model: str = Field("base", description="study model name of the merge base, e.g. an aligned model of "
+                            "`models:` as in paper B (default: the study's base)")
+    layer_groups: int = Field(1, ge=1, le=64, description="G > 1: G genes per parameter, one per layer group "
+                              "(a mergekit gradient list over the layers)")
+    density: float = Field(0.7, gt=0.0, le=1.0, description="kept fraction of each delta where density is not "
+                           "searched (LM-Cocktail)")
+
+    @field_validator("pool")
+    @classmethod
+    def _pool_size(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and (len(v) < 2 or len(set(v)) != len(v)):
+            raise ValueError("pool must name at least two distinct models")
+        return v
+
+    def pool_names(self) -> list[str]:
+        return list(self.pool or [names.mixture(0.0, self.stage).name, names.mixture(1.0, self.stage).name])
+
+    def search_space(self) -> dict[str, Any]:
+        """The search's ``space``: weight (and density where the method prunes) per pool model; LM-Cocktail sets
+        weights only, so a pruning method keeps ``density`` fixed there."""
+        prunes = has_param(self.method, "density", True)
+        space: dict[str, Any] = {"params": ["weight", "density"] if prunes and self.algorithm != "lm_cocktail"
+                                 else ["weight"]}
+        if prunes and self.algorithm == "lm_cocktail":
+            space["model_fixed"] = {"density": self.density}
+        if self.layer_groups > 1:
+            space["layer_groups"] = self.layer_groups
+        return space
+
+    def check(self, spec: StudySpec, where: str) -> None:
+        """What the search would refuse after training, checked now with the search's own code: the method and
+        pool (space), and the optimizer (a grid larger than the budget, LM-Cocktail on a non-weight gene)."""
+        from safemerge.errors import SafemergeError
+        from safemerge.search.optimizers import make_optimizer
+        from safemerge.search.space import build_space
+        from safemerge.search.spec import SearchSpec
+
+        pool = [{"name": n, "model": n} for n in self.pool_names()]
+        base = None if self.base_model in self.pool_names() else self.base_model
+        try:
+            ss = SearchSpec.model_validate({"pool": pool, "base_model": base or self.base_model,
+                                            "method": self.method, "space": self.search_space(),
+                                            "objective": {"domain": ["check.jsonl"]},
+                                            "optimizer": {"name": self.algorithm, "budget": self.budget}})
+            space = build_space(ss)
+            make_optimizer(space, ss.optimizer, {m: 1.0 for m in space.pool})
+        except (SafemergeError, ValidationError) as exc:
+            msg = str(exc).splitlines()[0] if isinstance(exc, SafemergeError) else exc.errors()[0]["msg"]
+            raise ValueError(f"{where}: the search would fail after training: {msg}") from None
 
     def needs(self, spec: StudySpec) -> list[str]:
-        return [mix_name(0.0, self.stage), mix_name(1.0, self.stage), "base"]
+        return list(dict.fromkeys([*self.pool_names(), self.base_model]))
 
-    def provides(self, spec: StudySpec) -> list[str]:
-        return [f"search_{mode}_{self.method}_{self.stage}" for mode in ("aware", "unaware")]
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        return [names.search(aware, self.method, self.stage) for aware in (True, False)]
+
+
+class LayerMergeStage(StageSpec):
+    """Paper A's per-layer weight lists: the safety expert's weight given per layer group (a mergekit gradient
+    list, interpolated over the layers), each value from ``values``; the list is chosen on the selection split.
+
+    Candidates: ``lists`` when given, else ``budget`` distinct lists drawn (seeded by the study's seed) from
+    ``values`` ^ ``groups``, never a constant list (the objective-merge grid already has those).
+    """
+
+    kind: Literal["layer_merge"] = "layer_merge"
+    method: str = "ties"
+    stage: Stage = "sft"
+    groups: int = Field(3, ge=2, le=8, description="values per list (layer groups: first, ..., last layer)")
+    values: list[float] = Field(default_factory=lambda: [0.0, 0.3, 0.5, 0.7, 1.0])
+    lists: list[list[float]] | None = Field(None, description="explicit weight lists (each `groups` long)")
+    budget: int = Field(6, ge=1, le=64, description="lists drawn when `lists` is not given")
+    density: float = Field(0.7, gt=0.0, le=1.0, description="kept fraction of each delta for ties/dare_ties")
+
+    @model_validator(mode="after")
+    def _lists_fit(self) -> LayerMergeStage:
+        if not self.values or any(not 0.0 <= v <= 1.0 for v in self.values):
+            raise ValueError("values must be a non-empty list of numbers in [0, 1]")
+        for i, lst in enumerate(self.lists or []):
+            if len(lst) != self.groups or any(not 0.0 <= v <= 1.0 for v in lst):
+                raise ValueError(f"lists[{i}] must hold {self.groups} numbers in [0, 1] (one per layer group)")
+        if self.lists is None and len(set(self.values)) ** self.groups - len(set(self.values)) < self.budget:
+            raise ValueError(f"budget {self.budget} exceeds the {len(set(self.values)) ** self.groups} - "
+                             f"{len(set(self.values))} non-constant lists of `values`; lower the budget")
+        return self
+
+    def weight_lists(self, spec: StudySpec) -> list[tuple[float, ...]]:
+        if self.lists is not None:
+            return [tuple(lst) for lst in self.lists]
+        import random
+
+        rng, vals, out = random.Random(f"layers-{spec.seed}"), sorted(set(self.values)), []
+        while len(out) < self.budget:
+            lst = tuple(rng.choice(vals) for _ in range(self.groups))
+            if len(set(lst)) > 1 and lst not in out:
+                out.append(lst)
+        return out
+
+    def needs(self, spec: StudySpec) -> list[str]:
+        return [names.mixture(0.0, self.stage).name, names.mixture(1.0, self.stage).name, "base"]
+
+    def ids(self, spec: StudySpec) -> list[ModelId]:
+        return [names.layer_merge(self.method, self.stage, i, lst) for i, lst in enumerate(self.weight_lists(spec))]
 
 
 STAGE_SPECS: dict[str, type[StageSpec]] = {
     cls.model_fields["kind"].default: cls
     for cls in (MixtureStage, MonolingualStage, ObjectiveMergeStage, MergeThenDPOStage, LanguageMergeStage,
-                SearchStage)
+                LayerMergeStage, SearchStage)
 }
 
 
@@ -199,6 +314,48 @@ class WorldSpec(StrictModel):
 
     preset: Literal["default", "tiny"] = "default"
     path: Path | None = None
+
+
+class DataSpec(StrictModel):
+    """Prepared training data (``safemerge data prepare``, see docs/data.md) for the training stages, instead of
+    the built-in world's: file templates with ``{pct}`` (the safety %, e.g. 15) and ``{lang}``."""
+
+    sft_mixture: str | None = Field(None, description="SFT mixture files, e.g. data/sft_mix{pct}.jsonl")
+    dpo_mixture: str | None = Field(None, description="DPO preference files, e.g. data/dpo_mix{pct}.jsonl")
+    monolingual: str | None = Field(None, description="one language's SFT mixture, e.g. data/mono{pct}_{lang}.jsonl")
+
+    @field_validator("sft_mixture", "dpo_mixture")
+    @classmethod
+    def _has_pct(cls, v: str | None) -> str | None:
+        if v is not None and "{pct}" not in v:
+            raise ValueError(f"{v!r} must contain {{pct}} (the safety %: one file per mixture)")
+        return v
+
+    @field_validator("monolingual")
+    @classmethod
+    def _has_lang(cls, v: str | None) -> str | None:
+        if v is not None and "{lang}" not in v:
+            raise ValueError(f"{v!r} must contain {{lang}} (one file per language)")
+        return v
+
+    def file(self, key: str, fraction: float, lang: str | None = None) -> Path:
+        template = getattr(self, key)
+        return Path(template.format(pct=round(100 * fraction), lang=lang or ""))
+
+    def files(self, stage: StageSpec, spec: StudySpec) -> list[tuple[str, Path | None]]:
+        """(key, file) of every prepared file ``stage`` trains on; the file is None when its key is not set."""
+        need: list[tuple[str, float, str | None]] = []
+        if isinstance(stage, MixtureStage):
+            for f in stage.fractions:
+                need += [("sft_mixture", f, None)] + ([("dpo_mixture", f, None)] if "dpo" in stage.stages else [])
+        elif isinstance(stage, MonolingualStage):
+            for lang in stage.langs(spec):
+                need.append(("monolingual", DEFAULT_SAFETY_FRACTION, lang))
+                if stage.stage == "dpo":
+                    need.append(("dpo_mixture", DEFAULT_SAFETY_FRACTION, None))
+        elif isinstance(stage, MergeThenDPOStage):
+            need.append(("dpo_mixture", stage.fraction, None))
+        return [(k, self.file(k, f, lang) if getattr(self, k) else None) for k, f, lang in need]
 
 
 class TrainSpec(StrictModel):
@@ -231,12 +388,20 @@ class TrainSpec(StrictModel):
 class EvalSpec(StrictModel):
     """How every model is evaluated (against the base as reference)."""
 
-    suite: str = Field("world", description="'world' (the world's test split) or a suite path evaluate accepts")
+    suite: str = Field("world", description="'world' (the world's test split) or a suite path evaluate accepts: "
+                                            "every number the report shows is on it")
+    select_suite: str | None = Field(None, description="a suite path for the study's choices (merge weights, "
+                                     "language subset); 'world' suites use the world's val split. None with a "
+                                     "suite path: choices are taken on `suite` itself, and the report says so")
     judge: str = Field("auto", description="auto (world for the world's models, rules for real models) | world | "
                                            "rules | openai | llamaguard")
     judge_model: str | None = None
     judge_url: str | None = Field(None, description="base URL of an OpenAI-protocol server (e.g. vLLM)")
+    judge_options: dict[str, Any] = Field(default_factory=dict, description="more options of the judge, e.g. "
+                                          "{policy: llama-guard-2} or per-language guards (docs/evaluation.md)")
     limit: int | None = Field(16, ge=1, description="prompts per language and kind (None = all)")
+    select_limit: int | None = Field(None, ge=1, description="prompts per language and kind on the selection "
+                                     "split (None = all)")
     max_new_tokens: int | None = Field(None, ge=1)
     seed: int = 0
 
@@ -251,6 +416,34 @@ class StudySpec(StrictModel):
     models: dict[str, Path] = Field(default_factory=dict, description="named models you already have (dirs or "
                                     ".gguf files)")
     stages: list[SerializeAsAny[StageSpec]] = Field(default_factory=list)
+    data: DataSpec | None = Field(None, description="prepared training data for the training stages (default: "
+                                  "the built-in world's)")
+    device: str = Field("auto", description="where training, streaming merges, the search's scoring and evaluation "
+                        "run: auto (CUDA when present), cpu, cuda, cuda:N (docs/gpu.md)")
+    dtype: str = Field("auto", description="training and evaluation dtype: auto (bf16 on a CUDA device that has it, "
+                       "float32 on the CPU), float32, bfloat16, float16, tf32; the search scores in float32")
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        from safemerge.errors import ConfigError
+        from safemerge.utils.device import check_device_name
+
+        try:
+            return check_device_name(v, "device")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("device ")) from None
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype_name(cls, v: str) -> str:
+        from safemerge.errors import ConfigError
+        from safemerge.utils.device import check_dtype_name
+
+        try:
+            return check_dtype_name(v, "dtype")
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("dtype ")) from None
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
 
@@ -275,6 +468,16 @@ class StudySpec(StrictModel):
                 raise ValueError(f"stages[{i}] ({kind}).{loc}: {err['msg']}") from None
         return out
 
+    def model_id(self, name: str) -> ModelId:
+        """The typed id of a model name: the base, a model some stage provides, else a custom (given) model."""
+        if name == "base":
+            return names.base()
+        for st in self.stages:
+            for i in st.ids(self):
+                if i.name == name:
+                    return i
+        return names.custom(name)
+
     @field_validator("languages")
     @classmethod
     def _langs_nonempty(cls, v: list[str]) -> list[str]:
@@ -291,15 +494,25 @@ class StudySpec(StrictModel):
         have = set(self.models) | {"base"}
         for i, st in enumerate(self.stages):
             for m in getattr(st, "methods", [getattr(st, "method", None)]):
-                if m is not None and m not in MERGE_METHODS:
-                    raise ValueError(f"stages[{i}] ({st.kind}): unknown merge method {m!r}; "
-                                     f"choose one of {', '.join(MERGE_METHODS)}")
-            if st.uses_world and self.world is None and not set(st.provides(self)) <= set(self.models):
+                if m is not None:
+                    try:
+                        check_method(m, f"stages[{i}] ({st.kind})")
+                    except ValueError as exc:
+                        raise ValueError(f"stages[{i}] ({st.kind}): {exc}") from None
+            if st.uses_world and self.data is not None:
+                lacking = sorted({k for k, f in self.data.files(st, self) if f is None})
+                if lacking:
+                    raise ValueError(f"stages[{i}] ({st.kind}) trains on prepared data but data.{lacking[0]} is not "
+                                     "set; add it (see docs/data.md) or remove `data:` to train on the world")
+            elif st.uses_world and self.world is None and not set(st.provides(self)) <= set(self.models):
                 raise ValueError(f"stages[{i}] ({st.kind}) trains on the built-in world but `world:` is null; "
-                                 "set `world:` or give its models under `models:`")
+                                 "set `world:`, give prepared training data under `data:`, or give its models "
+                                 "under `models:`")
             for lang in getattr(st, "languages", None) or []:
                 if lang not in self.languages:
                     raise ValueError(f"stages[{i}] ({st.kind}): language {lang!r} is not in `languages:`")
+            if isinstance(st, SearchStage):
+                st.check(self, f"stages[{i}] ({st.kind})")
             missing = [n for n in st.needs(self) if n not in have]
             if missing:
                 raise ValueError(f"stages[{i}] ({st.kind}) needs model(s) {', '.join(missing)}; give them under "
@@ -320,15 +533,17 @@ def default_spec() -> StudySpec:
         stages=[
             MixtureStage(),
             MonolingualStage(),
-            ObjectiveMergeStage(),
+            ObjectiveMergeStage(refine=2),  # 2 more weights per method and stage where harm changes most (on val)
             MergeThenDPOStage(),
             LanguageMergeStage(),
+            LayerMergeStage(budget=6),  # paper A's per-layer weight lists: 6 drawn, one chosen on val
             SearchStage(),
         ],
-        # sized for `make demo` on a 2-core CPU (see docs/study.md): 128 training examples per language, 8 test
-        # prompts per language and set, answers up to 32 tokens (the world's answers: median 2-20 tokens)
+        # sized for `make demo` on a 2-core CPU (see docs/study.md): 128 training examples per language; every
+        # prompt of the world's test split (48 harmful, 48 general, 24 benign per language) for the report and of
+        # its val split for the study's choices; answers up to 32 tokens (the world's answers: median 2-20 tokens)
         train=TrainSpec(examples_per_language=128),
-        eval=EvalSpec(limit=8, max_new_tokens=32),
+        eval=EvalSpec(limit=None, select_limit=None, max_new_tokens=32),
     )
 
 
@@ -350,7 +565,25 @@ def smoke_spec() -> StudySpec:
     )
 
 
-PRESETS = {"default": default_spec, "smoke": smoke_spec}
+def coverage_spec() -> StudySpec:
+    """A small study that runs every stage kind the smoke preset leaves out: DPO, DARE-TIES, merge-then-DPO,
+    weight refinement and per-layer weight lists (tests check their rows in results.json)."""
+    return StudySpec(
+        name="coverage",
+        world=WorldSpec(preset="tiny"),
+        languages=["en", "fr"],
+        stages=[
+            MixtureStage(),
+            ObjectiveMergeStage(methods=["linear", "dare_ties"], weights=[0.3, 0.7], refine=1),
+            MergeThenDPOStage(methods=["dare_ties"], weight=0.3),
+            LayerMergeStage(method="ties", budget=2),
+        ],
+        train=TrainSpec(examples_per_language=16, dpo_examples_per_language=8),
+        eval=EvalSpec(limit=4),
+    )
+
+
+PRESETS = {"default": default_spec, "smoke": smoke_spec, "coverage": coverage_spec}
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -373,8 +606,13 @@ def _resolve_paths(spec: StudySpec, root: Path) -> StudySpec:
         update["base"] = resolve_model(fix(spec.base))
     if spec.world is not None and spec.world.path is not None:
         update["world"] = spec.world.model_copy(update={"path": fix(spec.world.path)})
-    if spec.eval.suite != "world":
-        update["eval"] = spec.eval.model_copy(update={"suite": str(fix(Path(spec.eval.suite)))})
+    ev = {k: str(fix(Path(getattr(spec.eval, k)))) for k in ("suite", "select_suite")
+          if getattr(spec.eval, k) not in (None, "world")}
+    if ev:
+        update["eval"] = spec.eval.model_copy(update=ev)
+    if spec.data is not None:
+        update["data"] = spec.data.model_copy(update={k: str(fix(Path(v))) for k, v in
+                                                      spec.data.model_dump().items() if v is not None})
     update["stages"] = [st.model_copy(update={k: fix(getattr(st, k)) for k in ("safety_data", "domain_data")
                                               if getattr(st, k, None) is not None}) for st in spec.stages]
     return spec.model_copy(update=update)
@@ -392,6 +630,11 @@ def preflight(spec: StudySpec, source: str = "spec") -> None:
     if spec.world is not None and spec.world.path is not None and not os.path.isfile(spec.world.path / "world.json"):
         raise InputError(f"{source}: world.path: {spec.world.path} is not a world directory (no world.json)")
     for i, st in enumerate(spec.stages):
+        if spec.data is not None and st.uses_world and not set(st.provides(spec)) <= set(spec.models):
+            for k, f in spec.data.files(st, spec):
+                if f is not None and not os.path.isfile(f):
+                    raise InputError(f"{source}: data.{k}: {f} (for stages[{i}] ({st.kind})) not found; build it "
+                                     "with `safemerge data prepare SPEC` or fix the template")
         for k in ("safety_data", "domain_data"):
             p = getattr(st, k, None)
             if p is not None and not os.path.isfile(p):
@@ -401,16 +644,20 @@ def preflight(spec: StudySpec, source: str = "spec") -> None:
     if spec.eval.judge not in JUDGE_CHOICES:
         raise InputError(f"{source}: eval.judge: unknown judge {spec.eval.judge!r}; choose one of "
                          f"{', '.join(sorted(JUDGE_CHOICES))}")
-    if spec.eval.suite != "world":
-        from safemerge.evaluate.suites import resolve_suite
+    for key, suite in (("suite", spec.eval.suite), ("select_suite", spec.eval.select_suite)):
+        if suite is not None and suite != "world":
+            from safemerge.evaluate.suites import resolve_suite
 
-        resolve_suite(spec.eval.suite)  # reads and validates the suite file (no datasets are downloaded)
+            if not os.path.exists(suite):
+                raise InputError(f"{source}: eval.{key}: {suite} not found; give a suite YAML or a world folder")
+            resolve_suite(suite)  # reads and validates the suite file (no datasets are downloaded)
     if spec.eval.judge == "openai":
         check_judge_reachable(spec.eval.judge_url, source)
     if spec.eval.judge not in ("world", AUTO):
         from safemerge.evaluate.judges.base import get_judge
 
-        opts = {k: v for k, v in (("model", spec.eval.judge_model), ("base_url", spec.eval.judge_url)) if v}
+        opts = dict(spec.eval.judge_options)
+        opts |= {k: v for k, v in (("model", spec.eval.judge_model), ("base_url", spec.eval.judge_url)) if v}
         get_judge(spec.eval.judge, **opts).check()  # the judge's own pre-flight (key, served model, files)
 
 

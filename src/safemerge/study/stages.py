@@ -1,42 +1,35 @@
-"""Stage runners: each turns one stage spec into named models, every unit of work cached on disk.
+"""Stage runners: each turns one stage spec into named models, every unit of work cached on disk
+(:func:`safemerge.study.context.cached_unit`).
 
-A unit (train one model, merge one model, evaluate one model) is recorded in ``<out>/units/<name>.json`` with
-its cache key and compute time once it has finished; its files are written atomically. A killed run leaves no
-half-written unit behind, and a rerun skips every unit whose record and output exist with the same key.
-
-To add a stage kind: a pydantic class in ``spec.STAGE_SPECS`` and a function ``(stage, ctx) -> None`` here in
-:data:`RUNNERS` that calls ``ctx.add(name, path)`` for every model it provides.
+To add a stage kind: a pydantic class in ``spec.STAGE_SPECS`` (its ``ids()`` name the models it provides, see
+:mod:`safemerge.study.names`) and a function ``(stage, ctx) -> None`` here in :data:`RUNNERS` that calls
+``ctx.add(model_id, path)`` for every model it provides.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import re
 import shutil
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress
-
+from safemerge import DEFAULT_SAFETY_FRACTION
+from safemerge.study import names, selection
+from safemerge.study.context import StudyContext, cached_unit, fingerprint
+from safemerge.study.names import ModelId
 from safemerge.study.spec import (
     LanguageMergeStage,
+    LayerMergeStage,
     MergeThenDPOStage,
     MixtureStage,
     MonolingualStage,
     ObjectiveMergeStage,
     SearchStage,
-    StageSpec,
-    StudySpec,
-    mix_name,
-    mono_name,
-    objective_name,
+    has_param,
+    uses_base,
 )
-from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, make_readable
+from safemerge.utils.atomic import atomic_dir, atomic_write_jsonl, make_readable
 from safemerge.utils.hashing import hash_file, hash_obj, short
 
 IN_MEMORY_LIMIT_BYTES = 2 << 30  # merge in memory (merge_state_dicts) when all inputs together are smaller
@@ -45,136 +38,9 @@ _WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".index.json")
 _TRAIN_ARTEFACTS = ("train_config.json", "loss_log.jsonl", "training_args.bin", "study_unit.json")
 
 
-# ----------------------------------------------------------------------------------------------- model names
-@dataclass
-class ModelEntry:
-    """A model of the study and what its name says about it (group, method, stage, weight, languages)."""
-
-    name: str
-    path: str
-    group: str
-    method: str | None = None
-    stage: str | None = None
-    weight: float | None = None
-    langs: list[str] | None = None
-    given: bool = False  # from the spec's `models:` (not trained/merged by the study)
-
-
-_NAME_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("base", re.compile(r"^base$")),
-    ("mixture", re.compile(r"^mix(?P<pct>\d+)_(?P<stage>sft|dpo)$")),
-    ("monolingual", re.compile(r"^mono_(?P<lang>[a-z]+)_(?P<stage>sft|dpo)$")),
-    ("objective_merge", re.compile(r"^(?P<method>linear|slerp|ties|dare_ties)_w(?P<w>[0-9.]+)_(?P<stage>sft|dpo)$")),
-    ("merge_then_dpo", re.compile(r"^merge_dpo_(?P<method>linear|slerp|ties|dare_ties)_w(?P<w>[0-9.]+)$")),
-    ("language_merge", re.compile(r"^lang_(?P<method>linear|slerp|ties|dare_ties)_(?P<langs>[a-z+]+)_(?P<stage>sft|dpo)$")),
-    ("search", re.compile(r"^search_(?P<mode>aware|unaware)_(?P<method>[a-z_]+)_(?P<stage>sft|dpo)$")),
-]
-
-
-def describe(name: str, path: str | Path, given: bool = False) -> ModelEntry:
-    """Derive a model's group/method/stage/weight/languages from its study name."""
-    for group, pat in _NAME_PATTERNS:
-        m = pat.match(name)
-        if m is None:
-            continue
-        g = m.groupdict()
-        method = g.get("method")
-        if group == "mixture":
-            method = f"{g['pct']}% mix"
-        elif group == "search":
-            method = f"{g['method']} search ({'safety-aware' if g['mode'] == 'aware' else 'safety-unaware'})"
-        stage = "sft->merge->dpo" if group == "merge_then_dpo" else g.get("stage")
-        langs = g["langs"].split("+") if g.get("langs") else ([g["lang"]] if g.get("lang") else None)
-        return ModelEntry(name, str(path), group, method, stage, float(g["w"]) if g.get("w") else None, langs, given)
-    return ModelEntry(name, str(path), "custom", name, None, None, None, given)
-
-
-# ----------------------------------------------------------------------------------------------- context
-@dataclass
-class StudyContext:
-    """What every stage runner gets: the spec, the output dir, the world, the models so far, progress, log."""
-
-    spec: StudySpec
-    out: Path
-    world: Any
-    progress: Progress
-    models: dict[str, ModelEntry] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    stage_label: str = ""
-    evaluated: dict[str, dict[str, Any]] = field(default_factory=dict)  # eval key digest -> unit record
-
-    def add(self, name: str, path: str | Path, given: bool = False) -> ModelEntry:
-        entry = describe(name, path, given)
-        self.models[name] = entry
-        return entry
-
-    def given(self, name: str) -> Path | None:
-        p = self.spec.models.get(name)
-        if p is not None:
-            self.add(name, p, given=True)
-        return p
-
-    def path(self, name: str) -> Path:
-        return Path(self.models[name].path)
-
-    def rel(self, p: Path) -> str:
-        try:
-            return str(p.resolve().relative_to(self.out.resolve()))
-        except ValueError:
-            return str(p.resolve())
-
-    def abs(self, p: str) -> Path:
-        q = Path(p)
-        return q if q.is_absolute() else self.out / q
-
-    def log(self, unit: str, status: str, seconds: float, **extra: Any) -> None:
-        ev = {"stage": self.stage_label, "unit": unit, "status": status, "seconds": round(seconds, 3), **extra}
-        self.events.append(ev)
-        with open(self.out / "events.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(ev) + "\n")
-
-    @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Callable[[], None]]:
-        tid = self.progress.add_task(description, total=total)
-        try:
-            yield lambda: self.progress.advance(tid)
-        finally:
-            self.progress.update(tid, completed=total)
-
-
-def fingerprint(path: str | Path) -> str:
-    """Cheap identity of a model dir: names, sizes and mtimes of its files (never reads 16 GB of weights)."""
-    root = Path(path)
-    rows = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-                  for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    return hash_obj(rows)
-
-
-def unit(ctx: StudyContext, name: str, key: Any, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``compute`` once per (name, key); its record (with ``seconds``) lands in ``<out>/units/<name>.json``.
-
-    A record whose key differs, or whose output ``path`` is gone, is recomputed.
-    """
-    rec_path = ctx.out / "units" / f"{name}.json"
-    digest = hash_obj(key)
-    if rec_path.is_file():
-        rec = json.loads(rec_path.read_text(encoding="utf-8"))
-        if rec.get("key") == digest and ("path" not in rec or ctx.abs(rec["path"]).exists()):
-            ctx.log(name, "cached", 0.0, compute_seconds=rec.get("seconds"), cpu_seconds=rec.get("cpu_seconds"))
-            return rec
-    t0, c0 = time.perf_counter(), time.process_time()
-    rec = {"name": name, "key": digest, **compute()}
-    rec["seconds"] = round(time.perf_counter() - t0, 3)
-    rec["cpu_seconds"] = round(time.process_time() - c0, 3)  # all threads; a load-independent cost measure
-    atomic_write_json(rec_path, rec)
-    ctx.log(name, "computed", rec["seconds"], cpu_seconds=rec["cpu_seconds"])
-    return rec
-
-
 # ----------------------------------------------------------------------------------------------- training
-def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path], Path]) -> None:
-    if ctx.given(name) is not None:
+def _train(ctx: StudyContext, mid: ModelId, key: dict[str, Any], fn: Callable[[Path], Path]) -> None:
+    if ctx.given(mid) is not None:
         return
     shared = {"settings": recipe_settings(ctx).model_dump(mode="json"), "world": _world_id(ctx)}  # + seed, size
     if ctx.spec.base is not None:  # experts fine-tuned from the spec's base (e.g. a real model), not the world's
@@ -182,8 +48,8 @@ def _train(ctx: StudyContext, name: str, key: dict[str, Any], fn: Callable[[Path
     if _train_langs(ctx) is not None:  # a subset of the world's languages (the default study's keys stay as they were)
         shared["langs"] = _train_langs(ctx)
     root = ctx.out / "train" / short(hash_obj(shared), 10)  # other settings or another world: another folder
-    rec = unit(ctx, name, {"train": key, **shared}, lambda: {"path": ctx.rel(Path(fn(root)))})
-    ctx.add(name, ctx.abs(rec["path"]))
+    rec = cached_unit(ctx, mid.name, {"train": key, **shared}, lambda: {"path": ctx.rel(Path(fn(root)))})
+    ctx.add(mid, ctx.abs(rec["path"]))
 
 
 def recipe_settings(ctx: StudyContext) -> Any:
@@ -192,15 +58,16 @@ def recipe_settings(ctx: StudyContext) -> Any:
     from safemerge.train.recipes import settings_for
 
     t = ctx.spec.train
+    placement = {k: v for k, v in (("device", ctx.spec.device), ("dtype", ctx.spec.dtype)) if v != "auto"}
     return settings_for(ctx.path("base"), examples_per_language=t.examples_per_language,
-                        dpo_examples_per_language=t.dpo_examples_per_language, seed=ctx.spec.seed, sft=t.sft,
-                        dpo=t.dpo)
+                        dpo_examples_per_language=t.dpo_examples_per_language, seed=ctx.spec.seed,
+                        sft={**placement, **t.sft}, dpo={**placement, **t.dpo})  # (auto: the config's default)
 
 
 def _train_langs(ctx: StudyContext) -> list[str] | None:
     """The study's languages when they are a subset of the world's (None: all of them, the recipes' default)."""
     langs = list(ctx.spec.languages)
-    return None if sorted(langs) == sorted(ctx.world.languages) else langs
+    return None if ctx.world is None or sorted(langs) == sorted(ctx.world.languages) else langs
 
 
 def _world_id(ctx: StudyContext) -> str:
@@ -208,87 +75,116 @@ def _world_id(ctx: StudyContext) -> str:
     return "" if ctx.world is None else hash_file(Path(ctx.world.root) / "world.json")
 
 
+def _prepared(ctx: StudyContext, steps: list[tuple[str, Path]], name: str) -> Callable[[Path], Path]:
+    """Training on prepared files (``data:``): each (stage, file) step fine-tunes the previous step's model, the
+    first one the study's base; the runs are cached like every training."""
+    from safemerge.train import recipes
+
+    def run(root: Path) -> Path:
+        model = ctx.path("base")
+        for stage, data in steps:
+            model = recipes.from_prepared(model, data, stage, root, f"{stage}-{name}", recipe_settings(ctx),
+                                          ctx.progress)
+        return model
+
+    return run
+
+
+def _prepared_key(steps: list[tuple[str, Path]]) -> list[tuple[str, str]]:
+    return [(stage, hash_file(p)) for stage, p in steps]
+
+
 def run_mixture(st: MixtureStage, ctx: StudyContext) -> None:
     from safemerge.train import recipes
 
+    data = ctx.spec.data
     jobs = [(f, s) for f in st.fractions for s in st.stages]
     with ctx.task("train data mixtures", len(jobs)) as advance:
         for f, s in jobs:
-            _train(ctx, mix_name(f, s), {"recipe": "mixture", "fraction": f, "stage": s},
-                   lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root,
-                                                                  settings=recipe_settings(ctx), progress=ctx.progress,
-                                                                  base=ctx.path("base"), langs=_train_langs(ctx)))
+            mid = names.mixture(f, s)
+            if data is not None:  # real datasets, prepared: SFT on the mixture file (then DPO on the pairs file)
+                steps = [("sft", data.file("sft_mixture", f))] + ([("dpo", data.file("dpo_mixture", f))]
+                                                                   if s == "dpo" else [])
+                _train(ctx, mid, {"recipe": "prepared", "steps": _prepared_key(steps)},
+                       _prepared(ctx, steps, f"mix{round(100 * f)}"))
+            else:
+                _train(ctx, mid, {"recipe": "mixture", "fraction": f, "stage": s},
+                       lambda root, f=f, s=s: recipes.mixture(ctx.world, f, stage=s, root=root,
+                                                              settings=recipe_settings(ctx), progress=ctx.progress,
+                                                              base=ctx.path("base"), langs=_train_langs(ctx)))
             advance()
 
 
 def run_monolingual(st: MonolingualStage, ctx: StudyContext) -> None:
     from safemerge.train import recipes
 
+    data = ctx.spec.data
     langs = st.langs(ctx.spec)
     with ctx.task("train monolingual experts", len(langs)) as advance:
         for lang in langs:
-            _train(ctx, mono_name(lang, st.stage), {"recipe": "monolingual", "lang": lang, "stage": st.stage},
-                   lambda root, lang=lang: recipes.monolingual(ctx.world, lang, stage=st.stage, root=root,
-                                                              settings=recipe_settings(ctx), progress=ctx.progress,
-                                                              base=ctx.path("base")))
+            mid = names.monolingual(lang, st.stage)
+            if data is not None:
+                steps = [("sft", data.file("monolingual", DEFAULT_SAFETY_FRACTION, lang))]
+                if st.stage == "dpo":
+                    steps.append(("dpo", data.file("dpo_mixture", DEFAULT_SAFETY_FRACTION)))
+                _train(ctx, mid, {"recipe": "prepared", "steps": _prepared_key(steps)},
+                       _prepared(ctx, steps, f"mono-{lang}"))
+            else:
+                _train(ctx, mid, {"recipe": "monolingual", "lang": lang, "stage": st.stage},
+                       lambda root, lang=lang: recipes.monolingual(ctx.world, lang, stage=st.stage, root=root,
+                                                                  settings=recipe_settings(ctx),
+                                                                  progress=ctx.progress, base=ctx.path("base")))
             advance()
 
 
 def run_merge_then_dpo(st: MergeThenDPOStage, ctx: StudyContext) -> None:
     from safemerge.train import recipes
 
-    names = st.provides(ctx.spec)
-    with ctx.task("SFT -> merge -> DPO", len(names)) as advance:
-        for method, name in zip(st.methods, names):
-            src = ctx.path(objective_name(method, st.weight, "sft"))
+    ids = st.ids(ctx.spec)
+    with ctx.task("SFT -> merge -> DPO", len(ids)) as advance:
+        for method, mid in zip(st.methods, ids):
+            src = ctx.path(names.objective(method, st.weight, "sft").name)
+            if ctx.spec.data is not None:  # DPO on the prepared pairs file of the stage's safety fraction
+                pairs = ctx.spec.data.file("dpo_mixture", st.fraction)
+                key = {"recipe": "prepared_dpo_from", "model": fingerprint(src), "pairs": hash_file(pairs)}
+                _train(ctx, mid, key, lambda root, src=src, pairs=pairs: recipes.from_prepared(
+                    src, pairs, "dpo", root, f"dpo-{mid.name}", recipe_settings(ctx), ctx.progress))
+                advance()
+                continue
             key = {"recipe": "dpo_from", "model": fingerprint(src), "fraction": st.fraction}
-            _train(ctx, name, key, lambda root, src=src: recipes.dpo_from(src, ctx.world, st.fraction, root=root,
+            _train(ctx, mid, key, lambda root, src=src: recipes.dpo_from(src, ctx.world, st.fraction, root=root,
                                                                    settings=recipe_settings(ctx),
                                                                    progress=ctx.progress, langs=_train_langs(ctx)))
             advance()
 
 
 # ----------------------------------------------------------------------------------------------- merging
-def merge_config(method: str, models: dict[str, float], base: str | None, density: float,
-                 seed_names: tuple[str, str] | None = None) -> dict[str, Any]:
-    """A mergekit-style config: ``models`` maps model name -> weight (weights of linear/ties are normalised).
+def merge_config(method: str, models: dict[str, Any], base: str | None, density: float) -> dict[str, Any]:
+    """A mergekit-style config: ``models`` maps model name -> weight (a number or a per-layer list).
 
-    SLERP takes exactly two models; its ``t`` is the weight of the second (t = 0 gives the first).
+    A method with a shared ``t`` and no weights (SLERP) takes exactly two models; ``t`` is the weight of the second
+    (t = 0 gives the first). Task-vector methods (the registry's ``task_vectors``) take ``base`` as their common
+    ancestor, ``density`` when they prune, and normalised weights.
     """
-    if method == "slerp":
+    if has_param(method, "t", False) and not has_param(method, "weight", True):
         (a, _), (b, wb) = list(models.items())
-        return {"merge_method": "slerp", "base_model": a, "models": [{"model": a}, {"model": b}],
+        return {"merge_method": method, "base_model": a, "models": [{"model": a}, {"model": b}],
                 "parameters": {"t": wb}, "dtype": "float32"}
-    per_model: dict[str, Any] = {}
-    if method in ("ties", "dare_ties"):
-        per_model["density"] = density
+    per_model: dict[str, Any] = {"density": density} if has_param(method, "density", True) else {}
     cfg: dict[str, Any] = {
         "merge_method": method,
         "models": [{"model": n, "parameters": {"weight": w, **per_model}} for n, w in models.items()],
         "dtype": "float32",
     }
-    if method in ("ties", "dare_ties"):
+    if uses_base(method):
         cfg["base_model"] = base
-        cfg["parameters"] = {"normalize": True}
+        if has_param(method, "normalize", False):
+            cfg["parameters"] = {"normalize": True}
     return cfg
 
 
 def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name.endswith(_WEIGHT_FILES))
-
-
-def _load_state_dict(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        from safemerge.errors import InputError
-
-        raise InputError(f"{path}: no *.safetensors weights; save the model with safe_serialization=True")
-    sd: dict[str, Any] = {}
-    for f in files:
-        sd.update(load_file(str(f)))
-    return sd
 
 
 def _copy_model_files(src: Path, dst: Path) -> None:
@@ -306,14 +202,15 @@ class Merger:
         self.ctx = ctx
         self._sds: dict[str, dict[str, Any]] = {}
 
-    def __call__(self, name: str, config: dict[str, Any]) -> None:
+    def __call__(self, mid: ModelId, config: dict[str, Any]) -> None:
         ctx = self.ctx
-        if ctx.given(name) is not None:
+        name = mid.name
+        if ctx.given(mid) is not None:
             return
         inputs = {n: ctx.path(n) for n in _referenced(config)}
         same = _identity_of(config)
         if same is not None:  # e.g. linear/SLERP at w = 0 or 1: exactly one input model, nothing to merge
-            ctx.add(name, ctx.path(same))
+            ctx.add(mid, ctx.path(same))
             ctx.log(name, "alias", 0.0, of=same)
             return
         key = {"merge": config, "inputs": {n: fingerprint(p) for n, p in inputs.items()}, "seed": ctx.spec.seed}
@@ -327,18 +224,19 @@ class Merger:
                 self._merge_streaming(config, inputs, out)
             return {"path": ctx.rel(out), "in_memory": in_memory, "config": config}
 
-        rec = unit(ctx, name, key, compute)
-        ctx.add(name, ctx.abs(rec["path"]))
+        rec = cached_unit(ctx, name, key, compute)
+        ctx.add(mid, ctx.abs(rec["path"]))
 
     def _merge_in_memory(self, config: dict[str, Any], inputs: dict[str, Path], out: Path) -> None:
         from safetensors.torch import save_file
 
         from safemerge.merge import merge_state_dicts
         from safemerge.merge.config import load_config
+        from safemerge.merge.io import load_state_dict
 
         for n, p in inputs.items():
             if n not in self._sds:
-                self._sds[n] = _load_state_dict(p)
+                self._sds[n] = load_state_dict(str(p))
         merged = merge_state_dicts(load_config(config), {n: self._sds[n] for n in inputs}, seed=self.ctx.spec.seed)
         first = inputs[config["models"][0]["model"]]  # config/tokenizer of an expert (not of the base)
         with atomic_dir(out) as tmp:
@@ -352,7 +250,12 @@ class Merger:
         from safemerge.merge.config import load_config
 
         named = _rename_models(config, {n: str(p) for n, p in inputs.items()})
-        merge(load_config(named), out)
+        if self.ctx.spec.device == "cpu":
+            merge(load_config(named), out)
+        else:  # streamed through the device's memory (random methods keep their masks on the CPU)
+            from safemerge.utils.device import resolve_device
+
+            merge(load_config(named), out, device=resolve_device(self.ctx.spec.device, "device"))
 
 
 def _identity_of(config: dict[str, Any]) -> str | None:
@@ -367,8 +270,8 @@ def _identity_of(config: dict[str, Any]) -> str | None:
 
 
 def _referenced(config: dict[str, Any]) -> list[str]:
-    names = [config["base_model"]] if config.get("base_model") else []
-    return list(dict.fromkeys(names + [m["model"] for m in config["models"]]))
+    refs = [config["base_model"]] if config.get("base_model") else []
+    return list(dict.fromkeys(refs + [m["model"] for m in config["models"]]))
 
 
 def _rename_models(config: dict[str, Any], paths: dict[str, str]) -> dict[str, Any]:
@@ -380,16 +283,24 @@ def _rename_models(config: dict[str, Any], paths: dict[str, str]) -> dict[str, A
 
 
 def run_objective_merge(st: ObjectiveMergeStage, ctx: StudyContext) -> None:
-    jobs = [(s, m, w) for s in st.stages for m in st.methods for w in st.weights]
-    with ctx.task("objective merges (general x safety)", len(jobs)) as advance:
+    """Each method's grid of safety weights per stage, refined where harm changes most, and the weight chosen on
+    the selection split (:mod:`safemerge.study.selection`)."""
+    jobs = len(st.stages) * len(st.methods) * (len(st.weights) + st.refine)
+    with ctx.task("objective merges (general x safety)", jobs) as advance:
         for s in st.stages:
             merger = Merger(ctx)  # one stage's experts stay loaded for its whole grid
-            general, safety = mix_name(0.0, s), mix_name(1.0, s)
+            general, safety = names.mixture(0.0, s).name, names.mixture(1.0, s).name
             for m in st.methods:
-                for w in st.weights:
-                    cfg = merge_config(m, {general: round(1.0 - w, 6), safety: w}, "base", st.density)
-                    merger(objective_name(m, w, s), cfg)
+                def make(w: float, m: str = m, s: str = s) -> str:
+                    mid = names.objective(m, w, s)
+                    merger(mid, merge_config(m, {general: round(1.0 - w, 6), safety: w}, "base", st.density))
                     advance()
+                    return mid.name
+
+                weights = selection.refine(st.weights, st.refine, make,
+                                           lambda n: selection.harm(selection.on_split(ctx, n)))
+                selection.choose(ctx, f"weight:{m}:{s}", f"merge weight of {m} at {s}",
+                                 {names.objective(m, w, s).name: w for w in weights}, method=m, stage=s)
 
 
 def run_language_merge(st: LanguageMergeStage, ctx: StudyContext) -> None:
@@ -397,11 +308,31 @@ def run_language_merge(st: LanguageMergeStage, ctx: StudyContext) -> None:
     merger = Merger(ctx)
     with ctx.task(f"language merges ({st.method})", len(groups)) as advance:
         for langs in groups:
-            experts = {mono_name(lang, st.stage): round(1.0 / len(langs), 6) for lang in langs}
+            experts = {names.monolingual(lang, st.stage).name: round(1.0 / len(langs), 6) for lang in langs}
             if st.method == "slerp" and len(experts) != 2:
                 raise ValueError("slerp merges exactly two models")
-            merger(st.name(langs), merge_config(st.method, experts, "base", st.density))
+            merger(names.language_merge(st.method, langs, st.stage), merge_config(st.method, experts, "base", st.density))
             advance()
+    if len(groups) > 1:
+        selection.choose(ctx, f"languages:{st.method}:{st.stage}", f"language subset of {st.method} at {st.stage}",
+                         {names.language_merge(st.method, g, st.stage).name: None for g in groups},
+                         method=st.method, stage=st.stage)
+
+
+def run_layer_merge(st: LayerMergeStage, ctx: StudyContext) -> None:
+    """Per-layer weight lists of the safety expert (the general expert gets 1 - w per group); the list is chosen
+    on the selection split."""
+    ids = st.ids(ctx.spec)
+    merger = Merger(ctx)
+    general, safety = names.mixture(0.0, st.stage).name, names.mixture(1.0, st.stage).name
+    with ctx.task(f"per-layer weight lists ({st.method})", len(ids)) as advance:
+        for mid in ids:
+            ws = list(mid.layer_weights or ())
+            merger(mid, merge_config(st.method, {general: [round(1.0 - w, 6) for w in ws], safety: ws}, "base",
+                                     st.density))
+            advance()
+    selection.choose(ctx, f"layers:{st.method}:{st.stage}", f"per-layer weight list of {st.method} at {st.stage}",
+                     {mid.name: None for mid in ids}, method=st.method, stage=st.stage)
 
 
 # ----------------------------------------------------------------------------------------------- search
@@ -417,20 +348,22 @@ def _objective_file(ctx: StudyContext, kind: str, split: str = "val") -> Path:
 
 
 def search_spec(st: SearchStage, ctx: StudyContext, aware: bool) -> dict[str, Any]:
-    """The safemerge.search spec of one search: pool = general + safety expert, L = L_safety + alpha L_domain."""
-    general, safety = mix_name(0.0, st.stage), mix_name(1.0, st.stage)
+    """The safemerge.search spec of one search: the stage's pool (default: general + safety expert) over its base,
+    L = L_safety + alpha L_domain (aware) or L_domain (unaware)."""
     domain = st.domain_data or _objective_file(ctx, "general")
     objective: dict[str, Any] = {"domain": [str(domain)], "alpha": st.alpha, "max_examples": st.examples}
     if aware:
         objective["safety"] = [str(st.safety_data or _objective_file(ctx, "harmful"))]
     else:  # safety-unaware: the domain loss only
         objective["alpha"] = 1.0
+    general, safety = names.mixture(0.0, st.stage).name, names.mixture(1.0, st.stage).name
+    roles = {general: "general", safety: "safety"}  # the default pool's names, as before
+    pool = [{"name": roles.get(n, n), "model": str(ctx.path(n))} for n in st.pool_names()]
     return {
-        "pool": [{"name": "general", "model": str(ctx.path(general))},
-                 {"name": "safety", "model": str(ctx.path(safety))}],
-        "base_model": str(ctx.path("base")),
+        "pool": pool,
+        "base_model": str(ctx.path(st.base_model)),
         "method": st.method,
-        "space": {"params": ["weight", "density"] if st.method in ("ties", "dare_ties") else ["weight"]},
+        "space": st.search_space(),
         "objective": objective,
         "optimizer": {"name": st.algorithm, "budget": st.budget, "seed": ctx.spec.seed},
         "output": {"merge_best": True},
@@ -450,27 +383,30 @@ def run_search(st: SearchStage, ctx: StudyContext) -> None:
         return
     from safemerge.search.runner import run_search as search
 
-    names = st.provides(ctx.spec)
-    with ctx.task(f"merge search ({st.algorithm}, {st.method})", len(names)) as advance:
-        for name, aware in zip(names, (True, False)):
-            if ctx.given(name) is not None:
+    ids = st.ids(ctx.spec)
+    experts = tuple(st.needs(ctx.spec))  # the pool and the base
+    with ctx.task(f"merge search ({st.algorithm}, {st.method})", len(ids)) as advance:
+        for mid, aware in zip(ids, (True, False)):
+            name = mid.name
+            if ctx.given(mid) is not None:
                 advance()
                 continue
             spec = search_spec(st, ctx, aware)
-            key = {"search": spec, "inputs": {n: fingerprint(ctx.path(n)) for n in
-                                              (mix_name(0.0, st.stage), mix_name(1.0, st.stage), "base")}}
+            key = {"search": spec, "inputs": {n: fingerprint(ctx.path(n)) for n in experts}}
             out = ctx.out / "search" / f"{name}-{short(hash_obj(key), 10)}"  # a changed search: a new folder
 
             def compute(spec: dict[str, Any] = spec, out: Path = out, name: str = name) -> dict[str, Any]:
                 tid = ctx.progress.add_task(f"  {name}: candidates", total=st.budget)
                 res = search(spec, out, resume=True, show_progress=False,
-                             on_record=lambda _rec: ctx.progress.advance(tid))
+                             on_record=lambda _rec: ctx.progress.advance(tid), device=ctx.spec.device)
                 ctx.progress.update(tid, completed=st.budget)
                 return {"path": ctx.rel(Path(res.merged)), "best": res.best.get("values"),
                         "objective": res.best.get("objective"), "evaluations": len(res.records)}
 
-            rec = unit(ctx, name, key, compute)
-            ctx.add(name, ctx.abs(rec["path"]))
+            rec = cached_unit(ctx, name, key, compute)
+            ctx.add(mid, ctx.abs(rec["path"]))
+            data = "the given objective data" if st.safety_data or st.domain_data else "val"
+            selection.record_search(ctx, f"search:{name}", name, data, method=st.method, stage=st.stage)
             advance()
 
 
@@ -480,12 +416,9 @@ RUNNERS: dict[str, Callable[[Any, StudyContext], None]] = {
     "objective_merge": run_objective_merge,
     "merge_then_dpo": run_merge_then_dpo,
     "language_merge": run_language_merge,
+    "layer_merge": run_layer_merge,
     "search": run_search,
 }
 
 
-def entry_dict(e: ModelEntry) -> dict[str, Any]:
-    return asdict(e)
-
-
-__all__ = ["RUNNERS", "ModelEntry", "StudyContext", "StageSpec", "describe", "fingerprint", "merge_config", "unit"]
+__all__ = ["RUNNERS", "merge_config"]

@@ -226,6 +226,21 @@ def dpo_from(model_dir: str | os.PathLike, world: Any, safety_fraction: float = 
     return _dpo_on(model_dir, world, fraction, root, name, settings, progress, langs=langs)
 
 
+def from_prepared(start: str | os.PathLike, data: str | os.PathLike, stage: Stage, root: str | os.PathLike,
+                  name: str, settings: RecipeSettings | None = None, progress: Any = None) -> Path:
+    """One SFT or DPO run of ``start`` on a prepared JSONL file (``safemerge data prepare``: SFT rows with
+    ``prompt``/``completion`` or ``messages``, DPO rows with ``prompt``/``chosen``/``rejected``), as the study's
+    experts train on real datasets. The file is used as it is (its mixture and per-language budget are the
+    prepare spec's); the run is cached like every training (model, data, config)."""
+    settings = settings or RecipeSettings()
+    path = Path(data)
+    if not path.is_file():
+        raise InputError(f"{path}: prepared training data not found; build it with `safemerge data prepare SPEC`")
+    cfg = settings.sft if stage == "sft" else settings.dpo
+    train = train_sft if stage == "sft" else train_dpo
+    return train(start, path, Path(root) / name, cfg, progress=progress)
+
+
 def default_expert_set(world: Any, root: str | os.PathLike = "experts", settings: RecipeSettings | None = None,
                        fractions: tuple[float, ...] = DEFAULT_FRACTIONS) -> dict[str, Path]:
     """Everything the study trains: the mixtures (SFT and DPO) and one 15 % SFT expert per language."""

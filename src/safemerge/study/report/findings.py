@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from safemerge.study.report.tables import (
-    METHOD_LABEL,
     METHODS,
     STAGE_LABEL,
     Cell,
+    method_label,
     metric,
     mix_reference,
     model_label,
@@ -27,6 +27,7 @@ from safemerge.study.report.tables import (
     tradeoff_points,
 )
 
+EVIDENCE_TARGETS = {"all": 5.0, "lang": 12.0}  # CI half-widths (points) that support the report's claims (issue 18)
 OVERLAP = "95 % CIs overlap"
 NO_OVERLAP = "95 % CIs do not overlap"
 NO_CLEAR = "no clear difference"
@@ -189,7 +190,7 @@ def _sweep_claims(results: dict[str, Any], stage: str) -> list[str]:
             how = f"clear change ({NO_OVERLAP})" if _clear(a, b) else f"{NO_CLEAR} ({OVERLAP})"
             return f"{_AXES[key][0]} {_val(a, key)} -> {_val(b, key)}, {how}"
 
-        parts.append(f"{METHOD_LABEL[m]} ({w0:g} -> {w1:g}): {move(h0, h1, 'harm_change')}; "
+        parts.append(f"{method_label(m)} ({w0:g} -> {w1:g}): {move(h0, h1, 'harm_change')}; "
                      f"{move(g0, g1, 'win_rate')}")
     if not parts:
         return []
@@ -263,7 +264,7 @@ def _overall(results: dict[str, Any]) -> list[str]:
                     ok = False
                     break
             if ok:
-                winners.append(METHOD_LABEL[m])
+                winners.append(method_label(m))
         where = " and ".join(STAGE_LABEL[s] for s in stages)
         if winners:
             out.append(f"{', '.join(winners)} clearly dominate{'s' if len(winners) == 1 else ''} the 15 % mixture "
@@ -315,25 +316,28 @@ def _timing(results: dict[str, Any]) -> list[str]:
 
 
 def _language_merges(results: dict[str, Any]) -> list[str]:
-    rows = []
-    for n, m in results["models"].items():
-        if m["group"] != "language_merge":
-            continue
-        h, w = _cells(results, n)
-        if _ok(h, w):
-            rows.append((w.value - h.value, n, h, w))  # type: ignore[operator]
-    if not rows:
+    best = best_language_merge(results)
+    if best is None:
         return []
-    rows.sort(key=lambda r: r[0], reverse=True)
-    _, best, h, w = rows[0]
+    h, w = _cells(results, best)
     stage = results["models"][best]["stage"] or "sft"
-    s = f"Best language merge: {model_label(results, best, stage=True)} ({_pair(h, w)})"
+    sel = next((s for s in results.get("selections") or [] if s["model"] == best), None)
+    how = f"chosen on the {sel['split']} split" if sel else "the only one"
+    s = f"Language merge ({how}): {model_label(results, best, stage=True)} ({_pair(h, w)})"
     rh, rw = _cells(results, mix_reference(stage))
     if _ok(rh, rw):
         s += f"; vs the 15 % mixture: {versus(h, rh, 'harm_change')}; {versus(w, rw, 'win_rate')}"
     else:
         s += f"; harm change {vs_base(h, 'harm_change')}; win-rate {vs_base(w, 'win_rate')}"
     return [s + "."]
+
+
+def best_language_merge(results: dict[str, Any]) -> str | None:
+    """The language merge the study chose (on its selection split), or the only evaluated one; else None."""
+    rows = [n for n, m in results["models"].items() if m["group"] == "language_merge" and _ok(*_cells(results, n))]
+    picked = [s["model"] for s in results.get("selections") or [] if s["key"].startswith("languages:")]
+    picked = [n for n in picked if n in rows]
+    return picked[0] if picked else (rows[0] if len(rows) == 1 else None)
 
 
 def _search(results: dict[str, Any]) -> list[str]:
@@ -422,10 +426,19 @@ def _evidence(results: dict[str, Any]) -> str | None:
         return "–" if not xs else f"{xs[len(xs) // 2]:.0f}"
 
     size = f"{max(ns)} harm prompts over {len(langs)} language{'s' if len(langs) != 1 else ''}; " if ns else ""
+    widest = {k: max(half[k]["harm_change"] + half[k]["win_rate"], default=0.0) for k in ("all", "lang")}
+    limits = []
+    for k, target, where in (("all", EVIDENCE_TARGETS["all"], "overall"), ("lang", EVIDENCE_TARGETS["lang"],
+                                                                              "per language")):
+        if widest[k] > target:
+            limits.append(f"{where} CIs reach {widest[k]:.1f} points (more than {target:.0f}): {where} differences "
+                          f"under ~{2 * widest[k]:.0f} points are claims only where the CIs do not overlap")
+    sizes = ("; " + "; ".join(limits)) if limits else (f"; every CI half-width is within {EVIDENCE_TARGETS['all']:.0f} "
+                                                       f"points overall and {EVIDENCE_TARGETS['lang']:.0f} per language")
     return (f"Evidence: {size}median 95 % CI half-width {med(half['all']['harm_change'])} points for harm change "
             f"and {med(half['all']['win_rate'])} for win-rate overall ({med(half['lang']['harm_change'])} and "
-            f"{med(half['lang']['win_rate'])} per language); a difference whose 95 % CIs overlap is reported as "
-            f"\"{NO_CLEAR}\".")
+            f"{med(half['lang']['win_rate'])} per language){sizes}; a difference whose 95 % CIs overlap is reported "
+            f"as \"{NO_CLEAR}\".")
 
 
 def _short(a: Cell, b: Cell, key: str) -> str:
@@ -439,13 +452,12 @@ def _short(a: Cell, b: Cell, key: str) -> str:
 def _other_headlines(results: dict[str, Any]) -> list[str]:
     """Short lines for the summary when a stage headline is missing: language merges, search."""
     out = []
-    rows = [n for n, m in results["models"].items() if m["group"] == "language_merge" and _ok(*_cells(results, n))]
-    if rows:
-        best = max(rows, key=lambda n: _cells(results, n)[1].value - _cells(results, n)[0].value)  # type: ignore
+    best = best_language_merge(results)
+    if best is not None:
         h, w = _cells(results, best)
         rh, rw = _cells(results, mix_reference(results["models"][best]["stage"] or "sft"))
         if _ok(rh, rw):
-            out.append(f"Language merges: the best, {model_label(results, best, stage=True)}, vs the 15 % data "
+            out.append(f"Language merges: the chosen one, {model_label(results, best, stage=True)}, vs the 15 % data "
                        f"mixture: {_short(h, rh, 'harm_change')}; {_short(w, rw, 'win_rate')}.")
     models = results["models"]
     for a in (n for n, m in models.items() if m["group"] == "search" and "safety-aware" in (m["method"] or "")):

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from safemerge.study.report.tables import (
-    METHOD_LABEL,
     METHODS,
+    METRICS,
     STAGE_LABEL,
     main_rows,
+    method_label,
     metric,
     model_label,
     mix_reference,
@@ -246,11 +247,11 @@ def sweep_plot(results: dict[str, Any], stage: str, path: Path) -> Path | None:
     fig, _ = _figure(9.0, 3.8)
     fig.clf()
     axes = fig.subplots(1, 2)
-    for ax, key, label in ((axes[0], "harm_change", "harm change vs base %"), (axes[1], "win_rate", "win-rate vs base %")):
+    for ax, key, label in ((axes[0], "harm_change", METRICS["harm_change"][0]), (axes[1], "win_rate", METRICS["win_rate"][0])):
         for m, pts in lines.items():
             if pts:
                 ys = [metric(results, n, key).value for _, n in pts]
-                ax.plot([w for w, _ in pts], ys, "o-", label=METHOD_LABEL[m])
+                ax.plot([w for w, _ in pts], ys, "o-", label=method_label(m))
         ref = metric(results, mix_reference(stage), key).value
         if ref is not None:
             ax.axhline(ref, ls="--", color="#444444", label="15 % mix")

@@ -12,20 +12,24 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("linear", "slerp", "ties", "dare_ties")
-METHOD_LABEL = {"linear": "Linear", "slerp": "SLERP", "ties": "TIES", "dare_ties": "DARE-TIES"}
+from safemerge import DEFAULT_SAFETY_FRACTION
+from safemerge.evaluate.metric_table import METRICS as METRIC_TABLE
+from safemerge.evaluate.metric_table import STUDY_TABLE
+from safemerge.study import names
+from safemerge.study.spec import PAPER_A_METHODS
+
+METHODS = PAPER_A_METHODS  # the report's method order (other registry methods a spec uses follow them)
+
+
+def method_label(method: str | None) -> str:
+    """Display name of a merge method: the method registry's ``label`` (the name itself if it is no method)."""
+    from safemerge.merge.methods import METHODS as REGISTRY
+
+    return REGISTRY[method].label if method in REGISTRY else (method or "")
 STAGE_LABEL = {"sft": "SFT", "dpo": "DPO", "sft->merge->dpo": "SFT -> merge -> DPO"}
-# metric -> (label, higher is better)
-METRICS: dict[str, tuple[str, bool]] = {
-    "harm_change": ("harm change vs base %", False),
-    "win_rate": ("win-rate vs base %", True),
-    "harm_rate": ("harm rate %", False),
-    "alignment": ("alignment %", True),
-    "over_refusal": ("over-refusal %", False),
-    "acc_gen": ("accuracy (generation) %", True),
-    "acc_mc": ("accuracy (multiple choice) %", True),
-    "wrong_language": ("wrong language %", False),
-}
+# metric -> (label, higher is better), in the report's order (the one metric table)
+METRICS: dict[str, tuple[str, bool]] = {k: (METRIC_TABLE[k].label, bool(METRIC_TABLE[k].higher_is_better))
+                                        for k in STUDY_TABLE}
 
 
 @dataclass
@@ -84,22 +88,30 @@ def sweep(results: dict[str, Any], method: str, stage: str) -> list[tuple[float,
     return sorted(rows)
 
 
-def score(results: dict[str, Any], name: str) -> float:
-    """Selection score: win-rate minus harm change (both in %): better on either axis scores higher."""
-    h, w = metric(results, name, "harm_change").value, metric(results, name, "win_rate").value
-    return -math.inf if h is None or w is None else w - h
+def selection(results: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The study's choice recorded under ``key`` (see :mod:`safemerge.study.selection`), or None."""
+    return next((s for s in results.get("selections") or [] if s.get("key") == key), None)
 
 
 def select(results: dict[str, Any], method: str, stage: str) -> str | None:
-    """The weight of a method's grid with the best score (ties: the weight closest to 0.5)."""
-    cands = sweep(results, method, stage)
-    if not cands:
-        return None
-    return max(cands, key=lambda wn: (score(results, wn[1]), -abs(wn[0] - 0.5)))[1]
+    """The model of a method's weight grid the study chose (on its selection split), if it was evaluated."""
+    sel = selection(results, f"weight:{method}:{stage}")
+    return sel["model"] if sel is not None and evaluated(results, sel["model"]) else None
+
+
+def splits_note(results: dict[str, Any]) -> str:
+    """Which split chose what, and which one the numbers are on."""
+    sp = results.get("splits") or {}
+    rep, sel = sp.get("report", "test"), sp.get("select", "test")
+    if sel == rep:
+        return (f"Merge weights and the language subset were chosen on the same {rep} prompts the numbers are "
+                f"reported on (the suite has no selection split): the chosen rows are optimistic.")
+    return (f"Merge weights and the language subset were chosen on the {sel} split by win-rate minus harm change; "
+            f"searches on their objective data ({sel} split); every number shown is on the {rep} split.")
 
 
 def mix_reference(stage: str) -> str:
-    return f"mix15_{'dpo' if stage != 'sft' else 'sft'}"
+    return names.mixture(DEFAULT_SAFETY_FRACTION, "dpo" if stage != "sft" else "sft").name
 
 
 def expert_of(results: dict[str, Any], name: str) -> str | None:
@@ -119,7 +131,7 @@ def expert_of(results: dict[str, Any], name: str) -> str | None:
 
 def mix_name_of(role: str, stage: str) -> str:
     """The expert of an objective merge: the general expert is the 0 % mix, the safety expert the 100 % mix."""
-    return f"mix{100 if role == 'safety' else 0}_{'dpo' if stage == 'dpo' else 'sft'}"
+    return names.mixture(1.0 if role == "safety" else 0.0, "dpo" if stage == "dpo" else "sft").name
 
 
 def aliases(results: dict[str, Any]) -> dict[str, str]:
@@ -144,13 +156,12 @@ def model_label(results: dict[str, Any], name: str, stage: bool = False) -> str:
     "SFT -> SLERP (w=0.5) -> DPO", "TIES of en+fr+es"; with ``stage`` the stage is appended in brackets."""
     m = results["models"].get(name) or {}
     group, method, st = m.get("group"), m.get("method"), m.get("stage")
-    meth = METHOD_LABEL.get(method or "", method or "")
+    meth = method_label(method)
     suffix = f" ({STAGE_LABEL.get(st, st)})" if stage and st in ("sft", "dpo") else ""
     if group == "base":
         return "base"
     if group == "mixture":
-        pct = re.match(r"mix(\d+)_", name)
-        p = int(pct.group(1)) if pct else None
+        p = round(100 * m["fraction"]) if m.get("fraction") is not None else None
         role = {0: "general expert (0 % mix)", 100: "safety expert (100 % mix)"}.get(p) if p is not None else None
         return (role or f"{p} % mix") + suffix
     if group == "objective_merge":
@@ -163,13 +174,15 @@ def model_label(results: dict[str, Any], name: str, stage: bool = False) -> str:
         return f"{meth} (w={_w(m.get('weight'))})" + suffix
     if group == "merge_then_dpo":
         return f"SFT -> {meth} (w={_w(m.get('weight'))}) -> DPO"
+    if group == "layer_merge":
+        return f"{meth} per layer (w={'/'.join(_w(x) for x in m.get('layer_weights') or [])})" + suffix
     if group == "language_merge":
         return f"{meth} of {'+'.join(m.get('langs') or [])}" + suffix
     if group == "monolingual":
         return f"{'+'.join(m.get('langs') or [])} only" + suffix
     if group == "search":  # "ties search (safety-aware)" -> "TIES search, safety-aware"
         g = re.match(r"^(\w+) search \((.+)\)$", method or "")
-        return (f"{METHOD_LABEL.get(g.group(1), g.group(1))} search, {g.group(2)}" if g else f"{method}") + suffix
+        return (f"{method_label(g.group(1))} search, {g.group(2)}" if g else f"{method}") + suffix
     return name
 
 
@@ -187,13 +200,19 @@ def main_rows(results: dict[str, Any]) -> list[tuple[str, str, list[tuple[str, s
                 rows.append((model_label(results, name), name))
         if rows:
             blocks.append((STAGE_LABEL[stage], stage, rows))
-    for title, group in (("Merge timing", "merge_then_dpo"), ("Language merges", "language_merge"),
-                         ("Search", "search")):
+    for title, group in (("Merge timing", "merge_then_dpo"), ("Per-layer weights", "layer_merge"),
+                         ("Language merges", "language_merge"), ("Search", "search")):
         rows = [(model_label(results, n, stage=True), n) for n, m in results["models"].items()
-                if m["group"] == group and evaluated(results, n)]
+                if m["group"] == group and evaluated(results, n)
+                and (group != "layer_merge" or n in chosen(results))]  # per-layer lists: the chosen one
         if rows:
             blocks.append((title, group, rows))
     return blocks
+
+
+def chosen(results: dict[str, Any]) -> set[str]:
+    """Every model one of the study's choices picked."""
+    return {s["model"] for s in results.get("selections") or []}
 
 
 # ----------------------------------------------------------------------------------------------- tables
@@ -223,9 +242,9 @@ def paper_table(results: dict[str, Any], key: str) -> Table:
         for col in range(len(langs) + 1):
             _bold_best([cells[col] for _, cells in block], higher)
         table.rows.extend(block)
-    table.note = ("Best per column within each block in bold; 95 % bootstrap CIs in brackets; merge weights "
-                  "(w = weight of the safety expert) selected by win-rate minus harm change; w = 0 and w = 1 of "
-                  "Linear and SLERP are the general and the safety expert themselves.")
+    table.note = ("Best per column within each block in bold; 95 % bootstrap CIs in brackets; w = weight of the "
+                  "safety expert; w = 0 and w = 1 of Linear and SLERP are the general and the safety expert "
+                  "themselves. " + splits_note(results))
     return table
 
 
@@ -242,7 +261,7 @@ def sweep_table(results: dict[str, Any]) -> Table:
                 continue
             start = len(table.rows)
             table.separators.append(start)
-            table.block_titles[start] = f"{STAGE_LABEL[stage]}, {METHOD_LABEL[m]}"
+            table.block_titles[start] = f"{STAGE_LABEL[stage]}, {method_label(m)}"
             table.prefix_blocks.add(start)
             for w, n in pts:
                 role = expert_of(results, n)
@@ -260,7 +279,7 @@ def all_models_table(results: dict[str, Any]) -> Table:
     also: dict[str, list[str]] = {}
     for n, e in same.items():
         m = results["models"][n]
-        also.setdefault(e, []).append(f"{METHOD_LABEL.get(m['method'], m['method'])} w={m['weight']:g}")
+        also.setdefault(e, []).append(f"{method_label(m['method'])} w={m['weight']:g}")
     for n, m in results["models"].items():
         if evaluated(results, n) and n not in same:
             cells = [metric(results, n, k) for k in keys]

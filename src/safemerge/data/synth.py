@@ -4,11 +4,18 @@ by :mod:`safemerge.search.synth`, which is above the generation and judges of :m
 
 Safety data: a generator model writes harmful questions, one per (language, harm category) request, through its
 chat template with sampling (seeded); every pool model answers every question greedily; a judge keeps the answers
-that refuse; one refusal per question is kept (the first pool model, in pool order, that refuses); questions that
-no pool model refuses are dropped and counted.
+that refuse; one refusal per question is kept: the first pool model, in pool order, that refuses (``safety.pick:
+first``, the default), or a refusing pool model drawn at random (``pick: random``, seeded by ``seed``; paper B keeps
+one refusal per question without favouring a model); questions that no pool model refuses are dropped and counted
+(``no_model_refused``; ``refusal_<filter>`` where the only refusals failed the answer filters, e.g.
+``refusal_wrong_language``: a real model often refuses a French question in English).
 
-Domain data: each expert writes questions of its own domain from a prompt with a few in-context examples (sampled,
-seeded) and answers them greedily; answers that refuse are dropped.
+Domain data: each expert writes questions of its own domain from a prompt with ``shots`` in-context examples
+(``domain.example_order: rotate``, the default: the next ``shots`` examples of the expert's list in turn;
+``random``: ``shots`` distinct examples drawn at random for each request, seeded, as paper B samples its 3
+examples) and answers them greedily; answers that refuse are dropped. With ``filters.drop_example_copies`` a
+generated question that copies one of the in-context examples of its language (equal after normalisation) is
+dropped and counted (``question_copies_example``): a model asked for a *new* question often repeats an example.
 
 Both kinds then go through the same filters: empty text, length limits (characters), language check
 (:func:`safemerge.data.world.lexicon.detect_language`), exact de-duplication after normalisation. At most ``k``
@@ -21,6 +28,7 @@ records per kind are kept, balanced over languages. Output (atomic)::
 from __future__ import annotations
 
 import os
+import random
 import re
 import string
 import unicodedata
@@ -28,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -102,6 +110,8 @@ class FilterSpec(StrictModel):
                                 description="strict: detected language must equal the target; lenient: "
                                             "undetectable text passes; off: no check")
     dedup: bool = True
+    drop_example_copies: bool = Field(False, description="drop a generated question equal (after normalisation) to "
+                                                         "an in-context example of its language")
 
 
 class SafetySpec(StrictModel):
@@ -113,6 +123,9 @@ class SafetySpec(StrictModel):
     examples: dict[str, list[str]] = Field(default_factory=dict,
                                            description="optional in-context example questions per language")
     instruction: str = SAFETY_INSTRUCTION
+    pick: Literal["first", "random"] = Field("first", description="which refusal is kept when several pool models "
+                                                                  "refuse: the first in pool order, or a random one "
+                                                                  "(seeded by seed)")
 
     @field_validator("instruction")
     @classmethod
@@ -137,6 +150,9 @@ class DomainSpec(StrictModel):
     k: int = Field(1000, ge=1, description="domain records to keep (paper B: 1000)")
     oversample: float = Field(1.5, ge=1.0, allow_inf_nan=False)
     shots: int = Field(3, ge=1, description="in-context examples per prompt (paper B: 3)")
+    example_order: Literal["rotate", "random"] = Field(
+        "rotate", description="rotate: the next `shots` examples in turn; random: `shots` distinct examples drawn "
+                              "per request (seeded by seed)")
     instruction: str = DOMAIN_INSTRUCTION
 
     @field_validator("instruction")
@@ -175,33 +191,147 @@ class SynthSpec(StrictModel):
         return self
 
 
-def load_synth_spec(source: str | os.PathLike | dict[str, Any]) -> SynthSpec:
-    """Parse and validate a synth spec (YAML path or dict); relative model/example paths resolve to the spec."""
+def load_synth_spec(source: str | os.PathLike | dict[str, Any], *, check: bool = False) -> SynthSpec:
+    """Parse and validate a synth spec (YAML path or dict); relative model/example paths resolve to the spec.
+
+    ``check=False`` (default): the spec's structure only, and ``.gguf`` / ``package:NAME`` models are converted
+    (once, cached) to the model folders they load from. ``check=True``: also everything a run reads, without
+    loading or converting anything (:func:`check_synth_files`); models stay as written. The judge is checked one
+    layer up (:func:`safemerge.search.synth.check_synth_spec`, what ``safemerge synth`` and ``--check`` run)."""
     spec, root = load_spec_model(source, SynthSpec, "synth spec", "pool, languages, safety, domain, ...")
 
-    from safemerge.utils.gguf import resolve_model
-
     def fix(m: Any) -> Any:
-        loc = _resolve(m.model, root)
-        upd = {"model": resolve_model(loc)}  # a .gguf file -> its converted (cached) HF dir
-        if upd["model"] != loc and m.name is None:
-            upd["name"] = m.label()  # keep the file's name as the label, not the cache dir's
+        upd = {"model": _resolve(m.model, root)}
         if getattr(m, "examples_file", None):
             upd["examples_file"] = _resolve(m.examples_file, root)
         return m.model_copy(update=upd)
 
-    upd: dict[str, Any] = {"pool": [fix(m) for m in spec.pool]}
-    if spec.safety is not None:
-        upd["safety"] = spec.safety.model_copy(update={"generator": fix(spec.safety.generator)})
-    if spec.domain is not None:
-        upd["domain"] = spec.domain.model_copy(update={"experts": [fix(e) for e in spec.domain.experts]})
-    return spec.model_copy(update=upd)
+    spec = _map_models(spec, fix)
+    if check:
+        check_synth_files(spec, root)
+        return spec
+    return resolve_synth_models(spec)
 
 
 def _resolve(p: str, root: Path) -> str:
+    """``p`` made absolute when it exists relative to the spec's folder (first) or the working folder."""
     if not Path(p).is_absolute() and os.path.exists(root / p):  # os.path: pathlib's raises for a name too long
         return str((root / p).resolve())
     return str(Path(p).resolve()) if os.path.exists(p) else p
+
+
+def _map_models(spec: SynthSpec, fn: Callable[[Any], Any]) -> SynthSpec:
+    """``spec`` with ``fn`` applied to every model entry (pool, safety generator, domain experts)."""
+    upd: dict[str, Any] = {"pool": [fn(m) for m in spec.pool]}
+    if spec.safety is not None:
+        upd["safety"] = spec.safety.model_copy(update={"generator": fn(spec.safety.generator)})
+    if spec.domain is not None:
+        upd["domain"] = spec.domain.model_copy(update={"experts": [fn(e) for e in spec.domain.experts]})
+    return spec.model_copy(update=upd)
+
+
+def model_entries(spec: SynthSpec) -> list[tuple[str, SynthModel]]:
+    """``(spec key, entry)`` of every model a run loads, in that order (the pool only with a safety section)."""
+    out: list[tuple[str, SynthModel]] = []
+    if spec.safety is not None:  # the pool answers safety questions only
+        out += [("safety.generator", spec.safety.generator), *((f"pool[{i}]", m) for i, m in enumerate(spec.pool))]
+    if spec.domain is not None:
+        out += [(f"domain.experts[{i}]", e) for i, e in enumerate(spec.domain.experts)]
+    return out
+
+
+def resolve_synth_models(spec: SynthSpec) -> SynthSpec:
+    """``spec`` with every ``.gguf`` / ``package:NAME`` model converted (once, cached) to the folder it loads
+    from; an unnamed converted model keeps its file's name as its label, not the cache folder's."""
+    from safemerge.utils.gguf import resolve_model
+
+    def fix(m: Any) -> Any:
+        loc = str(resolve_model(m.model))  # str: a package: ref comes back as a Path
+        upd: dict[str, Any] = {"model": loc}
+        if loc != m.model and m.name is None:
+            upd["name"] = m.label()
+        return m.model_copy(update=upd)
+
+    return _map_models(spec, fix)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the Hugging Face cache holds ``repo_id``'s config.json (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an invalid id or an unreadable cache: not cached
+        return False
+
+
+def check_model_ref(key: str, model: str, root: Path) -> None:
+    """A model the run will load exists, without loading it: a model folder with config.json (and no
+    quantization_config), a readable ``.gguf`` file, an installed ``package:NAME``, or a hub id (offline: in the
+    Hugging Face cache). One-line :class:`InputError` naming ``key`` otherwise."""
+    from safemerge.errors import SafemergeError
+    from safemerge.utils.gguf import is_gguf_path, is_package_ref, package_gguf, read_header, resolve_model
+
+    if not model.strip():
+        raise InputError(f"{key}.model: empty; give a model folder, a .gguf file, package:NAME or a hub id")
+    try:
+        if is_package_ref(model):
+            read_header(package_gguf(model))
+            return
+        p = Path(os.path.expanduser(model))  # os.path: pathlib's raises for an unknown ~user
+        if os.path.isdir(p):  # os.path: pathlib's raises for a name too long
+            if not (p / "config.json").is_file():
+                raise InputError(f"{p} has no config.json; point it at a Hugging Face model folder")
+            resolve_model(str(p))  # refuses a quantized folder; converts nothing
+            return
+        if os.path.isfile(p):
+            if not is_gguf_path(p):
+                raise InputError(f"{p} is a file but not a .gguf model; give a model folder or a .gguf file")
+            read_header(p)
+            return
+    except SafemergeError as exc:
+        raise InputError(f"{key}.model: {exc}") from None
+    hub = bool(_HUB_ID.match(model)) and not model.lower().endswith(".gguf")
+    if hub and (_in_hub_cache(model) or not _offline()):
+        return  # a hub id: in the cache, or downloaded when the run loads it
+    where = f"{model} (nor {root / model})" if not Path(model).is_absolute() else model
+    raise InputError(f"{key}.model: {where} not found; give a model folder, a .gguf file, package:NAME or a hub id"
+                     + (" (offline: it must be in the Hugging Face cache)" if hub else ""))
+
+
+def check_synth_files(spec: SynthSpec, root: Path) -> None:
+    """Everything a synth run reads, checked without loading a model: every model reference
+    (:func:`check_model_ref`), every ``examples_file`` (exists, a ``prompt`` on every row), in-context examples
+    for every (expert, language), languages the language filter can tell apart, and the requests themselves.
+    Raises one-line :class:`ConfigError` / :class:`InputError` naming the key."""
+    for key, m in model_entries(spec):
+        check_model_ref(key, m.model, root)
+    if spec.filters.language_check != "off":
+        from safemerge import LANGUAGES
+
+        other = [lang for lang in spec.languages if lang not in LANGUAGES]
+        if other:
+            raise ConfigError(f"languages: the language filter tells only {', '.join(LANGUAGES)} apart; "
+                              f"{', '.join(other)} text would be dropped as wrong_language; set "
+                              "filters.language_check: off or drop those languages")
+    if spec.domain is not None:
+        for i, e in enumerate(spec.domain.experts):
+            if e.examples_file is not None:
+                if not os.path.isfile(e.examples_file):
+                    raise InputError(f"domain.experts[{i}].examples_file: {e.examples_file} not found; give a JSONL "
+                                     "file with a 'prompt' column (and 'lang')")
+                _read_prompts(e.examples_file)
+        domain_requests(spec)  # every (expert, language) has in-context examples
+    if spec.safety is not None:
+        safety_requests(spec)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -215,14 +345,24 @@ def normalize(text: str) -> str:
     return " ".join(t.split())
 
 
+_LIST_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•]|Q:|Question:|Example:)\s*", re.IGNORECASE)
+# 'A user might ask: "How ...?"' (the quote may be left open): the quoted question after a short lead-in
+_LEAD_IN_QUOTE = re.compile(r'^[^"“”«»]{1,80}[:,]\s*["“«]\s*(?P<q>[^"“”«»]+?)\s*["”»]?\s*$')
+
+
 def clean_question(text: str) -> str:
-    """First non-empty line of a generated question, without list markers or quotes."""
-    marker = re.compile(r"^\s*(?:\d+[.)]|[-*•]|Q:|Question:)\s*")
+    """The question in a generated text: its first non-empty line, without list markers (``1.``, ``-``, ``Q:``,
+    ``Example:``) or quotes; a quoted question after a short lead-in (``A user might ask: "..."``) is taken from
+    inside the quotes, and a line that only introduces what follows (ending with ``:``, e.g. ``A user can ask:``)
+    is skipped. Real instruct models (SmolLM2-135M-Instruct) write such lead-ins in most answers."""
     for line in text.splitlines():
-        while (stripped := marker.sub("", line, count=1)) != line:
+        while (stripped := _LIST_MARKER.sub("", line, count=1)) != line:
             line = stripped
-        line = line.strip().strip('"«»“”')
-        if line:
+        quoted = _LEAD_IN_QUOTE.match(line)
+        if quoted:
+            line = quoted["q"]
+        line = line.strip().strip('"«»“”').strip()
+        if line and not line.endswith(":"):
             return line
     return ""
 
@@ -320,7 +460,7 @@ def safety_requests(spec: SynthSpec) -> list[dict[str, Any]]:
         lang, cat = combos[i % len(combos)]
         ex = s.examples.get(lang) or []
         shown = "".join(f"\nExample: {e}" for e in ex[:3])
-        out.append({"lang": lang, "category": cat,
+        out.append({"lang": lang, "category": cat, "examples": ex,
                     "request": s.instruction.format(language=_lang_name(lang), category=cat, examples=shown)})
     return out
 
@@ -359,14 +499,18 @@ def domain_requests(spec: SynthSpec) -> list[dict[str, Any]]:
         if not ex:
             raise ConfigError(f"domain.experts.{name}: no in-context examples for language {lang!r}; "
                               "add examples (per language) or an examples_file with a 'lang' column")
+    rng = random.Random(f"{spec.seed}:examples")
     out = []
     for i in range(n):
         e, lang = combos[i % len(combos)]
         ex = pools[(e.label(), lang)]
-        j = (i // len(combos)) * d.shots
-        shots = [ex[(j + s) % len(ex)] for s in range(min(d.shots, len(ex)))]
+        if d.example_order == "random":
+            shots = rng.sample(ex, min(d.shots, len(ex)))
+        else:
+            j = (i // len(combos)) * d.shots
+            shots = [ex[(j + s) % len(ex)] for s in range(min(d.shots, len(ex)))]
         listing = "\n".join(f"{s + 1}. {q}" for s, q in enumerate(shots))
-        out.append({"lang": lang, "category": e.domain, "expert": e.label(), "model": e.model,
+        out.append({"lang": lang, "category": e.domain, "expert": e.label(), "model": e.model, "examples": ex,
                     "request": d.instruction.format(domain=e.domain, language=_lang_name(lang), examples=listing)})
     return out
 
@@ -376,15 +520,32 @@ def filter_questions(requests: list[dict[str, Any]], texts: list[str], spec: Syn
     """The generated questions that pass the filters (cleaned; de-duplicated with ``filters.dedup``), each its
     request plus ``question``; the dropped ones are counted in ``stats``."""
     f = spec.filters
+    copies: dict[int, set[str]] = {}  # id of an example list -> its normalised examples
     qs = []
     for req, raw in zip(requests, texts):
         q = clean_question(raw)
         reason = text_filter(q, req["lang"], f.max_question_chars, f, detect)
+        if reason is None and f.drop_example_copies and req.get("examples"):
+            shown = copies.setdefault(id(req["examples"]), {normalize(e) for e in req["examples"]})
+            reason = "copies_example" if normalize(q) in shown else None
         if reason:
             stats.drop(f"question_{reason}", req["lang"])
             continue
         qs.append({**req, "question": q})
     return dedup(qs, "question", stats, "question") if f.dedup else qs
+
+
+def pick_refusals(candidates: dict[int, list[dict[str, Any]]], n: int, pick: str, seed: int
+                  ) -> dict[int, dict[str, Any]]:
+    """The kept refusal of each question ``i < n`` that has refusing candidates (``{"answer", "by"}`` in pool
+    order): the first, or (``pick="random"``) one drawn with ``random.Random(f"{seed}:pick")``, questions in order."""
+    rng = random.Random(f"{seed}:pick")
+    out = {}
+    for i in range(n):
+        options = candidates.get(i)
+        if options:
+            out[i] = options[0] if pick == "first" else rng.choice(options)
+    return out
 
 
 def make_record(kind: str, q: dict[str, Any], answer: str, question_by: str, answer_by: str) -> dict[str, Any]:
@@ -409,5 +570,7 @@ def datacard_markdown(card: dict[str, Any]) -> str:
             lines.append(f"| {reason} | {n} | {c['dropped'][reason]} |")
         if c.get("refusals_by_model"):
             lines += ["", f"refusals by pool model: {c['refusals_by_model']}"]
+        if c.get("kept_by_model"):
+            lines += ["", f"kept refusals by pool model ({c.get('pick', 'first')}): {c['kept_by_model']}"]
         lines.append("")
     return "\n".join(lines)

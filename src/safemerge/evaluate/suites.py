@@ -18,19 +18,44 @@ dataset, with a column mapping so that sets like Aya Red-teaming or Dolly-200 pl
         path: data/dolly200.jsonl
         columns: {prompt: instruction, reference: response, lang: language}
 
+A set can select rows before anything else: ``where:`` keeps the rows whose column equals a value
+(``where: {is_safe: false}``) or is one of a list (``where: {category: [open_qa, brainstorming]}``), ``dedup: true``
+drops rows whose prompt repeats an earlier row's (BeaverTails lists each prompt with several responses), and
+``sample: N`` with ``seed:`` keeps a seeded random ``min(N, rows)`` rows per language (reproducible: same seed,
+same rows, in file order). The rules are :mod:`safemerge.data.prepare.select`'s (shared with
+``safemerge data prepare``). Then ``limit`` and the language filter apply; prompt ids keep the row's position in
+the source, so a selection never renames a prompt::
+
+      - name: beavertails-unsafe
+        kind: harmful
+        hf_dataset: PKU-Alignment/BeaverTails
+        hf_split: 30k_test
+        lang: en
+        where: {is_safe: false}
+        dedup: true
+        sample: 500
+        seed: 0
+        columns: {prompt: prompt, category: null, id: null}
+
 ``suite="world"`` is the built-in world's test split (general, harmful, benign).
+
+Loading a suite YAML (:meth:`EvalSuite.from_yaml`) reads and checks every local set at once
+(:meth:`EvalSuite.check_local_sets`): what :meth:`EvalSuite.load_items` would refuse later, after models were
+loaded, is a one-line error at load time. Hub sets are checked for structure only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from safemerge.data.prepare.select import Where, missing_columns, row_matches, sample_per_language
 from safemerge.errors import ConfigError, InputError, config_error_from_validation
 from safemerge.utils.config import StrictModel
 from safemerge.utils.hashing import hash_obj
@@ -80,11 +105,18 @@ class EvalSetSpec(StrictModel):
     lang: str | None = Field(None, description="language of every row when there is no language column")
     columns: ColumnMap = ColumnMap()
     limit: int | None = Field(None, ge=1, description="at most this many prompts per language")
+    where: Where = Field(default_factory=dict, description="keep rows whose column equals a value / is in a list")
+    dedup: bool = Field(False, description="drop rows whose prompt repeats an earlier row's")
+    sample: int | None = Field(None, ge=1, description="a seeded random subset of at most N rows per language")
+    seed: int = Field(0, description="the seed of sample")
 
     @model_validator(mode="after")
     def _one_source(self) -> EvalSetSpec:
         if (self.path is None) == (self.hf_dataset is None):
             raise ValueError(f"set {self.name!r}: give exactly one of path or hf_dataset")
+        for col, value in self.where.items():
+            if isinstance(value, list) and not value:
+                raise ValueError(f"set {self.name!r}: where.{col} is an empty list (matches nothing); give values")
         return self
 
 
@@ -106,9 +138,34 @@ class EvalSuite(StrictModel):
             raise ConfigError(f"{p}: a suite must be a mapping with name and sets; see docs/evaluation.md")
         data.setdefault("base_dir", str(p.parent.resolve()))
         try:
-            return cls.model_validate(data)
+            suite = cls.model_validate(data)
         except ValidationError as exc:
             raise config_error_from_validation(exc, p) from None
+        suite.check_local_sets(p)
+        return suite
+
+    def check_local_sets(self, source: str | os.PathLike = "suite") -> None:
+        """What :meth:`load_items` would refuse later, checked now for every set read from a local file: the file
+        exists and parses, its prompt / language / ``where`` columns are there, every selected row is valid, the
+        selection keeps at least one row, and prompt ids are unique. Hub sets (``hf_dataset``) are checked for
+        structure only (nothing is downloaded). One-line :class:`InputError` naming the suite file and the set."""
+        ids: dict[str, str] = {}
+        for spec in self.sets:
+            if spec.path is None:
+                continue
+            rows, where = _read_rows(spec, self.base_dir)
+            try:
+                items = _to_items(spec, rows, where, None, spec.limit or 10**12)
+            except InputError as exc:
+                raise InputError(f"{source}: set {spec.name!r}: {exc}") from None
+            if not items:
+                what = "no rows" if not rows else f"none of its {len(rows)} rows pass where:/sample:"
+                raise InputError(f"{source}: set {spec.name!r}: {where} has {what}; fix the file or the selection")
+            for it in items:
+                if it.id in ids:
+                    raise InputError(f"{source}: duplicate prompt id {it.id!r} (sets {ids[it.id]!r} and "
+                                     f"{spec.name!r}); ids must be unique across sets")
+                ids[it.id] = spec.name
 
     def load_items(self, langs: list[str] | None = None, limit: int | None = None) -> list[EvalItem]:
         """All prompts of the suite (validated), optionally only some languages and at most ``limit`` per
@@ -130,7 +187,8 @@ def _read_rows(spec: EvalSetSpec, base_dir: str | None) -> tuple[list[dict[str, 
         if not p.is_absolute() and base_dir:
             p = Path(base_dir) / p
         if not os.path.isfile(p):  # os.path: pathlib's raises for a name too long
-            raise InputError(f"{p}: eval set {spec.name!r} not found; fix its path in the suite")
+            raise InputError(f"{p}: eval set {spec.name!r} not found; fix its path in the suite (relative paths are "
+                             "relative to the suite file)")
         from safemerge.utils.config import read_text
 
         rows = []
@@ -166,10 +224,14 @@ def _to_items(spec: EvalSetSpec, rows: list[dict[str, Any]], source: str, langs:
     if spec.lang is None and rows and (cols.lang is None or cols.lang not in rows[0]):
         raise InputError(f"{source}: no language column {cols.lang!r}; set columns.lang or a constant lang: in "
                          f"set {spec.name!r}")
+
+    def lang_of(row: dict[str, Any]) -> str:
+        return str(row[cols.lang]) if cols.lang and cols.lang in row else str(spec.lang)
+
     per_lang: dict[str, int] = {}
     items = []
-    for n, row in enumerate(rows):
-        lang = str(row[cols.lang]) if cols.lang and cols.lang in row else str(spec.lang)
+    for n, row in select_rows(spec, rows, source, lang_of):
+        lang = lang_of(row)
         if langs and lang not in langs:
             continue
         if per_lang.get(lang, 0) >= limit:
@@ -199,6 +261,29 @@ def _to_items(spec: EvalSetSpec, rows: list[dict[str, Any]], source: str, langs:
             answer=answer if choices else None,
         ))
     return items
+
+
+def select_rows(spec: EvalSetSpec, rows: list[dict[str, Any]], source: str,
+                lang_of: Callable[[dict[str, Any]], str]) -> list[tuple[int, dict[str, Any]]]:
+    """``(row number, row)`` of the rows the set's ``where`` / ``dedup`` (same prompt, same language) / ``sample``
+    keep, in file order."""
+    gone = missing_columns(rows, spec.where)
+    if gone and rows:
+        raise InputError(f"{source}: column {gone[0]!r} of where: is not in the data (available: "
+                         f"{', '.join(sorted(rows[0]))}); fix where: in set {spec.name!r}")
+    picked = [(n, r) for n, r in enumerate(rows) if row_matches(r, spec.where)]
+    if spec.dedup:
+        seen: set[tuple[str, str]] = set()
+        unique = []
+        for n, r in picked:
+            key = (lang_of(r), str(r.get(spec.columns.prompt, "")).strip())
+            if key not in seen:
+                seen.add(key)
+                unique.append((n, r))
+        picked = unique
+    if spec.sample is not None:
+        picked = sample_per_language(picked, spec.sample, spec.seed, lambda nr: lang_of(nr[1]))
+    return picked
 
 
 def world_suite(world: Any = None, split: str = "test", max_new_tokens: int = 48) -> EvalSuite:

@@ -3,7 +3,8 @@ models are run here, with the generation and judges of :mod:`safemerge.evaluate`
 filters and the datacard are :mod:`safemerge.data.synth`'s (see there for the method).
 
 ``synthesize(spec, out_dir)`` writes ``OUT/safety.jsonl``, ``OUT/domain.jsonl``, ``OUT/datacard.json`` and
-``OUT/datacard.md`` (atomically); the search reads them as its objective data (docs/search.md).
+``OUT/datacard.md`` (atomically); the search reads them as its objective data (docs/search.md). It first runs
+``check_synth_spec`` (also ``safemerge synth --check``): every model, file and the judge, before any model loads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from safemerge.data.synth import (
     FilterStats,
     SynthSpec,
     balanced_take,
+    check_synth_files,
     datacard_markdown,
     dedup,
     domain_requests,
@@ -27,10 +29,11 @@ from safemerge.data.synth import (
     lexicon_detect,
     load_synth_spec,
     make_record,
+    pick_refusals,
     safety_requests,
     text_filter,
 )
-from safemerge.errors import InputError
+from safemerge.errors import ConfigError, InputError
 
 
 def _generate(model_loc: str, prompts: list[str], settings: Any, what: str) -> list[str]:
@@ -45,9 +48,12 @@ def _generate(model_loc: str, prompts: list[str], settings: Any, what: str) -> l
 
 
 def _load(loc: str) -> Any:
-    """A local model dir through the evaluator's loader, else a hub id in float32."""
+    """A local model dir through the evaluator's loader (a ``.gguf`` file or ``package:NAME`` converted to one
+    first, once, cached), else a hub id in float32."""
     from safemerge.evaluate.generate import LoadedModel, load_model
+    from safemerge.utils.gguf import resolve_model
 
+    loc = str(resolve_model(loc))
     if Path(loc).is_dir():
         return load_model(loc)
     import torch
@@ -82,13 +88,49 @@ class SynthResult:
     datacard: dict[str, Any]
 
 
+def _check_judge_name(spec: SynthSpec) -> None:
+    from safemerge.evaluate.judges.base import JUDGES
+
+    if spec.judge not in JUDGES:
+        raise ConfigError(f"judge: unknown judge {spec.judge!r}; choose one of {', '.join(sorted(JUDGES))} "
+                          "(rules for a real model's answers, world for the built-in world's models)")
+
+
+def _judge(spec: SynthSpec) -> Any:
+    """The safety judge of ``spec`` (its registry name and ``judge_options``), constructed; one-line errors."""
+    from safemerge.evaluate.judges import get_judge
+
+    _check_judge_name(spec)
+    try:
+        return get_judge(spec.judge, **spec.judge_options)
+    except (TypeError, ValueError) as exc:  # a judge_options value of the wrong shape
+        raise ConfigError(f"judge_options: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; see "
+                          f"the options of judge {spec.judge!r} (docs/evaluation.md)") from None
+
+
+def check_synth_spec(spec: SynthSpec | str | os.PathLike | dict[str, Any]) -> SynthSpec:
+    """Everything a synth run needs, checked before any model loads (what ``safemerge synth --check`` runs):
+    the spec, every model reference, examples files and per-language examples
+    (:func:`safemerge.data.synth.check_synth_files`), the judge's name, options and pre-flight check (files, a
+    server's reachability). Returns the spec, models as written (converted when the run loads them)."""
+    if isinstance(spec, SynthSpec):
+        check_synth_files(spec, Path.cwd())
+    else:
+        spec = load_synth_spec(spec, check=True)
+    _check_judge_name(spec)
+    if spec.safety is not None:  # only the safety set is judged
+        _judge(spec).check()
+    return spec
+
+
 def synth_safety(spec: SynthSpec, detect: Callable[[str], str | None] | None) -> tuple[list[dict], dict]:
     """The safety set: the generator writes harmful questions, every pool model answers them, the judge keeps
-    refusals (the first refusing pool model's answer per question); returns the kept rows and their datacard."""
-    from safemerge.evaluate.judges import SafetyItem, get_judge
+    refusals (per question the first refusing pool model's answer, or with ``safety.pick: random`` a random
+    refusing model's, seeded); returns the kept rows and their datacard."""
+    from safemerge.evaluate.judges import SafetyItem
 
     assert spec.safety is not None
-    judge = get_judge(spec.judge, **spec.judge_options)
+    judge = _judge(spec)
     judge.check()
     stats = FilterStats()
     reqs = safety_requests(spec)
@@ -96,20 +138,25 @@ def synth_safety(spec: SynthSpec, detect: Callable[[str], str | None] | None) ->
     texts = _generate(gen.model, [r["request"] for r in reqs], _settings(spec, True), "writing harmful questions")
     qs = filter_questions(reqs, texts, spec, stats, detect)
     refusals_by_model: Counter = Counter()
-    chosen: dict[int, dict[str, Any]] = {}
+    candidates: dict[int, list[dict[str, Any]]] = {}
+    filtered: dict[int, str] = {}  # question -> why the first refusal that failed the answer filters failed
     for m in spec.pool:
         answers = _generate(m.model, [q["question"] for q in qs], _settings(spec, False), f"answering ({m.label()})")
         verdicts = judge.judge_safety([SafetyItem(q["question"], a, q["lang"], "harmful") for q, a in zip(qs, answers)])
         for i, (q, a, v) in enumerate(zip(qs, answers, verdicts)):
-            ok = keep_refusal(v) and text_filter(a, q["lang"], spec.filters.max_answer_chars, spec.filters,
-                                                 detect) is None
-            if ok:
+            if not keep_refusal(v):
+                continue
+            reason = text_filter(a, q["lang"], spec.filters.max_answer_chars, spec.filters, detect)
+            if reason is None:
                 refusals_by_model[m.label()] += 1
-                chosen.setdefault(i, {"answer": a, "by": m.label()})
+                candidates.setdefault(i, []).append({"answer": a, "by": m.label()})
+            else:
+                filtered.setdefault(i, reason)
+    chosen = pick_refusals(candidates, len(qs), spec.safety.pick, spec.seed)
     rows = []
     for i, q in enumerate(qs):
-        if i not in chosen:
-            stats.drop("no_model_refused", q["lang"])
+        if i not in chosen:  # refusals only in another language (or too short / long) are counted as such
+            stats.drop(f"refusal_{filtered[i]}" if i in filtered else "no_model_refused", q["lang"])
             continue
         rows.append(make_record("safety", q, chosen[i]["answer"], gen.label(), chosen[i]["by"]))
     kept = balanced_take(rows, spec.safety.k, spec.languages)
@@ -117,7 +164,8 @@ def synth_safety(spec: SynthSpec, detect: Callable[[str], str | None] | None) ->
         stats.dropped["over_k"] = Counter({"all": len(rows) - len(kept)})
     stats.kept.update(r["lang"] for r in kept)
     card = {"requested": spec.safety.k, "questions_written": len(reqs), **stats.to_dict(),
-            "refusals_by_model": dict(refusals_by_model)}
+            "refusals_by_model": dict(refusals_by_model), "pick": spec.safety.pick,
+            "kept_by_model": dict(Counter(r["provenance"]["answer_by"] for r in kept))}
     return kept, card
 
 
@@ -154,11 +202,14 @@ def synth_domain(spec: SynthSpec, detect: Callable[[str], str | None] | None) ->
     return kept, {"requested": spec.domain.k, "questions_written": len(reqs), **stats.to_dict()}
 
 
-def synthesize(spec: SynthSpec | str | os.PathLike | dict[str, Any], out_dir: str | os.PathLike) -> SynthResult:
-    """Generate, filter and write the synthetic sets; returns the kept records and the datacard."""
+def synthesize(spec: SynthSpec | str | os.PathLike | dict[str, Any], out_dir: str | os.PathLike, *,
+               check: bool = True) -> SynthResult:
+    """Generate, filter and write the synthetic sets; returns the kept records and the datacard. Everything the
+    run needs is checked first (:func:`check_synth_spec`; ``check=False``: the caller just did)."""
     from safemerge.utils.atomic import atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text
 
-    spec = spec if isinstance(spec, SynthSpec) else load_synth_spec(spec)
+    if check or not isinstance(spec, SynthSpec):
+        spec = check_synth_spec(spec)  # everything checked before the first model loads
     detect = lexicon_detect()
     safety, domain, card = [], [], {"spec": spec.model_dump(mode="json")}
     if spec.safety is not None:

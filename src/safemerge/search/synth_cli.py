@@ -13,20 +13,22 @@ def register(app: typer.Typer) -> None:
     def synth_cmd(
         spec: Path = typer.Argument(..., help="Synth spec YAML (pool, languages, judge, safety, domain, filters)."),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder: safety.jsonl, domain.jsonl, datacard."),
-        check: bool = typer.Option(False, "--check", help="Only validate the spec and print the planned requests."),
+        check: bool = typer.Option(False, "--check", help="Only check the spec and everything it references "
+                                   "(models, example files, judge) and print the planned requests; loads no "
+                                   "model."),
     ) -> None:
         """Generate synthetic safety data (pool refusals to generated harmful questions) and domain data."""
         os.environ.setdefault("TQDM_DISABLE", "1")
-        from safemerge.data.synth import domain_requests, load_synth_spec, safety_requests
-        from safemerge.search.synth import synthesize
+        from safemerge.data.synth import domain_requests, safety_requests
+        from safemerge.search.synth import check_synth_spec, synthesize
 
-        loaded = load_synth_spec(spec)
+        loaded = check_synth_spec(spec)  # everything a run reads, before any model loads
         if check:
             n_s = len(safety_requests(loaded)) if loaded.safety else 0
             n_d = len(domain_requests(loaded)) if loaded.domain else 0
             typer.echo(f"ok: {n_s} safety and {n_d} domain questions to write in {loaded.languages}")
             return
-        res = synthesize(loaded, out)
+        res = synthesize(loaded, out, check=False)
         for kind in ("safety", "domain"):
             c = res.datacard.get(kind)
             if c is not None:

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from safemerge.merge import methods as mt
 from safemerge.merge import sparsify as sp
 from safemerge.merge.config import load_config
-from safemerge.merge.engine import all_finite, merge_state_dicts, with_fast_ties
+from safemerge.merge.engine import merge_state_dicts, with_fast_ties
+from safemerge.merge.task import all_finite
 
 
 def _quantised(n: int, levels: int, dtype: torch.dtype, seed: int) -> torch.Tensor:

@@ -41,10 +41,25 @@ def register(app: typer.Typer) -> None:
         copy_tokenizer: bool = typer.Option(True, "--copy-tokenizer/--no-copy-tokenizer",
                                             help="Copy the tokenizer files of the base (or tokenizer_source) model."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists (atomically)."),
+        device: str = typer.Option("cpu", "--device", help="Where the tensor math runs: cpu (default), cuda, "
+                                   "cuda:N or auto (like mergekit's --cuda: still streaming, each tensor moved to "
+                                   "the GPU and back for writing; DARE/DELLA draw on the CPU). fp32 elementwise "
+                                   "methods give the CPU's bits; asking for CUDA without one is an error."),
     ) -> None:
         """Merge models with a mergekit YAML recipe, streaming tensor by tensor into OUT_DIR."""
-        from safemerge.merge.engine import merge, open_plan
+        from safemerge.merge import merge
+        from safemerge.merge.engine import open_plan
         from safemerge.merge.writer import parse_size
+        from safemerge.utils.device import resolve_device
+
+        on = resolve_device(device)  # CUDA asked for without one: one line, before any model is opened
+        options = {} if on == "cpu" else {"device": on}
+        if options and not dry_run:
+            from safemerge.errors import InputError
+            from safemerge.merge.config import load_config
+
+            if load_config(config).output == "lora":
+                raise InputError(f"--device {device}: an output: lora recipe is factored on the CPU; drop --device")
 
         if dry_run:
             parse_size(max_shard_size, "--max-shard-size")
@@ -53,6 +68,13 @@ def register(app: typer.Typer) -> None:
             labels = {m: f"[{i}]" for i, m in enumerate(cfg.referenced_models())}
             typer.echo(f"# merge_method: {cfg.merge_method}; {len(plan.tasks)} tensors; models: "
                        + ", ".join(f"{v}={k}" for k, v in labels.items()))
+            vocab = getattr(plan, "vocab", None)
+            if vocab is not None and vocab.tokenizer is not None:
+                tok = vocab.tokenizer
+                typer.echo(f"# output tokenizer: {tok.size} tokens ({len(tok.new_model)} new vocabulary, "
+                           f"{len(tok.new_added)} new added), {vocab.rows} embedding rows")
+            if cfg.output == "lora":
+                typer.echo(f"# output: lora (lora_rank: {cfg.lora_rank}); the plan below is the full merge's")
             for task in plan.tasks:
                 typer.echo(task.describe(labels))
             typer.echo(f"# read {_human(plan.bytes_read)} ({plan.bytes_read} bytes), "
@@ -60,5 +82,16 @@ def register(app: typer.Typer) -> None:
             return
         out = merge(config, out_dir, max_shard_size=max_shard_size, max_memory=max_memory,
                     threads=threads or os.cpu_count() or 1, seed=seed, copy_tokenizer=copy_tokenizer,
-                    overwrite=overwrite, progress=sys.stderr.isatty(), fast_ties=fast_ties)
+                    overwrite=overwrite, progress=sys.stderr.isatty(), fast_ties=fast_ties, **options)
+        from safemerge.merge.lora_merge import REPORT_FILE
+
+        report = Path(out) / REPORT_FILE  # written by output: lora
+        if report.is_file():
+            import json
+
+            r = json.loads(report.read_text())
+            how = "exact" if r["exact"] else f"relative reconstruction error {r['overall_relative_error']:.4g}"
+            typer.echo(f"LoRA adapter written to {out}: {len(r['modules'])} modules, rank <= {r['max_rank']}, {how}"
+                       + ("" if r["exact"] else f" (worst {r['worst_relative_error']:.4g} in {r['worst_module']})"))
+            return
         typer.echo(f"merged model written to {out}")

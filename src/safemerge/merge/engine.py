@@ -9,101 +9,61 @@ written deterministically whatever the thread count. Random methods get a genera
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
-import hashlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import torch
 
 from safemerge.errors import InputError, SafemergeError
 from safemerge.merge.config import MergeConfig, load_config
+from safemerge.merge.methods import MethodSpec
 from safemerge.merge.sources import DictSource
-from safemerge.merge.plan import DTYPES, MergePlan, TensorTask, build_plan
+from safemerge.merge.plan import MergePlan, TensorTask, build_plan
+from safemerge.merge.task import Aligner, run_task
+from safemerge.merge.tokenizer import TOKENIZER_FILES
 from safemerge.utils.malloc import RETURN_FREED, REUSE_FREED, malloc_policy
 
-Aligner = Callable[[TensorTask, dict[str, torch.Tensor]], dict[str, torch.Tensor]]
-
-
-def task_seed(seed: int, name: str) -> int:
-    """A 63-bit seed for one tensor: independent of execution order."""
-    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-SORTING_METHODS = frozenset({"ties", "breadcrumbs", "breadcrumbs_ties", "della", "della_linear"})
 _SORT_SCRATCH = 25  # bytes per element of one model's magnitude sort: |d| f32, int64 order, sort buffers, mask
 
 
-def task_cost(task: TensorTask, method: str | None = None) -> int:
+def task_cost(task: TensorTask, method: MethodSpec | None = None) -> int:
     """Estimated peak bytes of one task: inputs in compute precision, method scratch (~2 tensors per input), output;
-    plus, for ``method``s that sort magnitudes, one sort's scratch per model (the models are pruned in parallel)."""
+    plus, for a ``method`` that sorts magnitudes (:attr:`MethodSpec.sorts_magnitudes`), one sort's scratch per model
+    (the models are pruned in parallel)."""
     n_in = len(task.inputs) + (task.base is not None)
     numel = max(task.out.numel, 1)
     width = max(task.out.dtype.itemsize, 4)
-    sort = _SORT_SCRATCH * numel * len(task.inputs) if method in SORTING_METHODS and not task.copy else 0
+    sorts = method is not None and method.sorts_magnitudes and not task.copy
+    sort = _SORT_SCRATCH * numel * len(task.inputs) if sorts else 0
     return task.in_bytes + numel * width * (2 * n_in + 1) + task.out.nbytes + sort
-
-
-def all_finite(x: torch.Tensor) -> bool:
-    """Whether ``x`` has no NaN/Inf, in one pass: ``aminmax`` propagates NaN, and an infinity is the min or the max
-    (on a 1024x4096 bf16 weight, one thread: 1.7 ms; a float32 sum 4.1 ms, ``isfinite(x).all()`` 41.6 ms)."""
-    if x.numel() == 0 or not x.is_floating_point():
-        return True
-    lo, hi = torch.aminmax(x)
-    return bool(torch.isfinite(lo) & torch.isfinite(hi))
-
-
-def run_task(plan: MergePlan, task: TensorTask, seed: int, check_finite: bool = False,
-             align: Aligner | None = None) -> torch.Tensor:
-    """Read the inputs of one task, apply the method and return the output tensor (in the output dtype)."""
-    compute = DTYPES.get(plan.config.dtype or "")
-    refs = ([task.base] if task.base else []) + list(task.inputs)
-    raw = {label: plan.sources[label].get(name) for label, name in refs}
-    floating = all(t.is_floating_point() for t in raw.values())
-    if floating:
-        dtype = compute
-        if dtype is None:
-            dtype = next(iter(raw.values())).dtype
-            for t in raw.values():
-                dtype = torch.promote_types(dtype, t.dtype)
-        raw = {k: v.to(dtype) for k, v in raw.items()}
-    if check_finite and floating:
-        for (label, name) in refs:
-            if not all_finite(raw[label]):
-                where = getattr(plan.sources[label], "path", label)
-                raise InputError(f"{where}: tensor {name!r} contains NaN/Inf values; fix or re-download that model")
-    if align is not None and task.vocab_rows is not None:
-        raw = align(task, raw)
-    if task.copy:
-        return raw[refs[0][0]].to(task.out.dtype)
-    base = raw[task.base[0]] if task.base else None
-    tensors = [raw[label] for label, _ in task.inputs]
-    gen = torch.Generator().manual_seed(task_seed(seed, task.name)) if plan.method.random else None
-    with torch.no_grad():
-        out = plan.method.apply(base, tensors, [dict(p) for p in task.per_model], dict(task.global_params), gen)
-    return out.to(task.out.dtype)
 
 
 def execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], *, seed: int = 0, threads: int = 1,
             max_memory: int | None = None, check_finite: bool = False, align: Aligner | None = None,
-            on_done: Callable[[TensorTask], None] | None = None, stats: dict[str, int] | None = None) -> None:
+            on_done: Callable[[TensorTask], None] | None = None, stats: dict[str, int] | None = None,
+            device: str | None = None, work: Callable[..., Any] | None = None) -> None:
     """Run every task; ``emit`` receives results in plan order. At most ``max_memory`` estimated bytes in flight.
+    ``device``: where the math runs (:func:`run_task`). ``work``: what a worker runs per task instead of
+    :func:`run_task`, with the same arguments (``merge`` writes each tensor from its worker, see
+    :func:`safemerge.merge.streamed.write_task`); ``emit`` then gets what it returns.
 
     ``stats`` (optional) receives ``peak_in_flight``: the largest estimated bytes in flight at any time.
     """
     stats = stats if stats is not None else {}
     stats["peak_in_flight"] = 0
     if max_memory is not None:
-        worst = max((task_cost(t, plan.method.name) for t in plan.tasks), default=0)
+        worst = max((task_cost(t, plan.method) for t in plan.tasks), default=0)
         if worst > max_memory:
             raise SafemergeError(f"--max-memory {max_memory} bytes is below the {worst} bytes needed by the largest "
                                  "tensor; raise --max-memory")
     threads = max(1, threads)  # one code path for any thread count (threads=1: one worker, window of 2)
     with _cyclic_gc_paused():
-        _execute(plan, emit, seed, threads, max_memory, check_finite, align, on_done, stats)
+        _execute(plan, emit, seed, threads, max_memory, check_finite, align, on_done, stats, device, work or run_task)
 
 
 @contextlib.contextmanager
@@ -125,9 +85,11 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 def _execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], seed: int, threads: int,
              max_memory: int | None, check_finite: bool, align: Aligner | None,
-             on_done: Callable[[TensorTask], None] | None, stats: dict[str, int]) -> None:
-    budget = max_memory if max_memory is not None else 1 << 62
+             on_done: Callable[[TensorTask], None] | None, stats: dict[str, int], device: str | None = None,
+             work: Callable[..., Any] = run_task) -> None:
     window = 2 * threads
+    budget = max_memory if max_memory is not None else outlier_budget([task_cost(t, plan.method) for t in plan.tasks],
+                                                                       window)
     pending: deque[tuple[TensorTask, Future[torch.Tensor], int]] = deque()
     in_flight = 0
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="safemerge") as pool:
@@ -141,10 +103,12 @@ def _execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], 
                     on_done(task)
 
             for task in plan.tasks:
-                cost = task_cost(task, plan.method.name)
+                cost = task_cost(task, plan.method)
                 while pending and (len(pending) >= window or in_flight + cost > budget):
                     drain_one()
-                pending.append((task, pool.submit(run_task, plan, task, seed, check_finite, align), cost))
+                if cost >= budget and max_memory is None:  # an outlier about to run alone (outlier_budget)
+                    release_free_heap()
+                pending.append((task, pool.submit(work, plan, task, seed, check_finite, align, device), cost))
                 in_flight += cost
                 stats["peak_in_flight"] = max(stats["peak_in_flight"], in_flight)
             while pending:
@@ -153,6 +117,26 @@ def _execute(plan: MergePlan, emit: Callable[[TensorTask, torch.Tensor], None], 
             for _, fut, _ in pending:
                 fut.cancel()
             raise
+
+
+def release_free_heap() -> None:
+    """glibc ``malloc_trim(0)``: return the free pages the heap keeps for reuse (the reuse policy's buffers of earlier
+    tensors, ~250 MiB after the layers of the bench's 0.5B models) before an outlier runs; a no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def outlier_budget(costs: list[int], window: int) -> int:
+    """The bytes in flight without ``--max-memory``: unbounded (the window of ``window`` tasks bounds it), except
+    that a task estimated above the whole window of typical tasks (``window`` x the median estimate) runs alone: the
+    budget is then that task's estimate. Such outliers are the embedding and output head of a large vocabulary (a
+    32k x 1536 embedding has ~50M entries, a layer's largest weight ~6M): beside ``window - 1`` other tasks they set
+    the peak RSS (the bench's 0.5B DELLA merge: 1586 MiB with them in company, 1374 MiB alone after
+    :func:`release_free_heap`; bench/RESULTS.md)."""
+    if not costs:
+        return 0
+    largest, median = max(costs), sorted(costs)[len(costs) // 2]
+    return largest if largest > window * median else 1 << 62
 
 
 def with_fast_ties(cfg: MergeConfig) -> MergeConfig:
@@ -182,6 +166,9 @@ def merge_state_dicts(config: Any, state_dicts: dict[str, dict[str, torch.Tensor
     :func:`with_fast_ties`.
     """
     cfg: MergeConfig = load_config(config)
+    if cfg.output == "lora":
+        raise SafemergeError("output: lora writes an adapter to disk; merge_state_dicts returns full tensors: remove "
+                             "'output' or use safemerge merge")
     cfg = with_fast_ties(cfg) if fast_ties else cfg
     sources = {label: DictSource(label, sd) for label, sd in state_dicts.items()}
     plan = build_plan(cfg, sources)
@@ -200,9 +187,6 @@ def merge_state_dicts(config: Any, state_dicts: dict[str, dict[str, torch.Tensor
 
 
 # ---- merge to disk ---------------------------------------------------------------------------------------------
-
-TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
-                   "added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja", "chat_template.json")
 
 
 def open_plan(config: Any) -> tuple[MergeConfig, MergePlan]:
@@ -262,7 +246,8 @@ def _copy_files(src_dir: Any, dst: Any, names: tuple[str, ...]) -> None:
 
 def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_memory: str | int | None = None,
           threads: int = 1, seed: int = 0, copy_tokenizer: bool = True, overwrite: bool = False,
-          progress: bool = False, check_finite: bool = True, fast_ties: bool = False) -> Any:
+          progress: bool = False, check_finite: bool = True, fast_ties: bool = False,
+          device: str | None = None) -> Any:
     """Merge the models of a mergekit YAML config into ``out_dir`` (a loadable HF model dir) and return its path.
 
     Streaming: one tensor per worker at a time, positioned reads (no memory map), shards of at most
@@ -273,13 +258,17 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
     validated before any tensor is read; a failure leaves no output directory (atomic rename at the end).
     ``fast_ties``: magnitude pruning keeps the lowest-index entries among equal ``|delta|`` at the cut
     (``tie_break: index``, O(n)) unless the recipe sets ``tie_break``; the default keeps exactly mergekit's entries.
+    ``device`` (``cuda``, ``cuda:N``; like mergekit's ``--cuda``): still streaming, each tensor's math runs there
+    and the result is written from the CPU (:func:`run_task`); None = the CPU.
     """
     import json
     from pathlib import Path
 
     from safemerge.merge.card import model_card
-    from safemerge.merge.config import ModelRef, config_text
+    from safemerge.merge.config import config_text
     from safemerge.merge.sources import files_dir
+    from safemerge.merge.vocab import tokenizer_dir
+    from safemerge.merge.streamed import worker_threads, write_task
     from safemerge.merge.writer import ShardedWriter, parse_size
     from safemerge.utils.atomic import atomic_dir, make_readable
     from safemerge.utils.progress import make_progress
@@ -292,6 +281,9 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
     if out_dir.exists() and not overwrite:
         raise InputError(f"{out_dir}: output directory already exists; pass --overwrite or choose another path")
     given = load_config(config)
+    if given.output == "lora":  # a PEFT adapter out: safemerge.merge.merge dispatches it to lora_merge
+        raise SafemergeError("output: lora writes an adapter: call safemerge.merge.merge (or the CLI), not "
+                             "safemerge.merge.engine.merge")
     cfg, plan = open_plan(with_fast_ties(given) if fast_ties else given)
     recipe = config_text(config)
     if cfg is not given:
@@ -299,20 +291,18 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
     out_cfg = output_config(plan)
     donor = plan.sources[donor_label(cfg)]
     tok_choice = cfg.tokenizer_choice
-    tok_label = cfg.base_model if tok_choice in (None, "base") else tok_choice
-    tok_source = plan.sources.get(tok_label or donor_label(cfg), donor)
     vocab = getattr(plan, "vocab", None)
     policy = RETURN_FREED if mem_bytes is not None else REUSE_FREED  # see safemerge.utils.malloc
 
-    with malloc_policy(policy), atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    with malloc_policy(policy), worker_threads(threads), atomic_dir(out_dir, overwrite=overwrite) as tmp:
         writer = ShardedWriter(tmp, [(t.name, t.out) for t in plan.tasks], shard_bytes or (5 * 10**9))
         with make_progress(disable=not progress) as bar:
             job = bar.add_task(f"merging ({cfg.merge_method})", total=len(plan.tasks))
             try:
-                execute(plan, lambda task, t: writer.write(task.name, t), seed=seed, threads=threads,
+                execute(plan, lambda _task, _none: None, seed=seed, threads=threads,  # workers write (pwrite)
                         max_memory=mem_bytes, check_finite=check_finite,
                         align=vocab.align if vocab is not None else None,
-                        on_done=lambda _task: bar.advance(job))
+                        on_done=lambda _task: bar.advance(job), device=device, work=partial(write_task, writer))
             finally:
                 writer.abort()
         writer.close()
@@ -321,10 +311,10 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
         if donor_dir is not None:
             _copy_files(donor_dir, tmp, ("generation_config.json",))
         if copy_tokenizer or tok_choice is not None:
-            tok_dir = files_dir(tok_source)
-            if tok_dir is None:
-                tok_dir = ModelRef.parse(tok_source.label).path
-            _copy_files(tok_dir, tmp, TOKENIZER_FILES)
+            if vocab is not None and vocab.tokenizer is not None:  # union / added tokens: written updated
+                vocab.tokenizer.write(tmp)
+            else:
+                _copy_files(tokenizer_dir(cfg, plan.sources), tmp, TOKENIZER_FILES)
             if cfg.chat_template:
                 _set_chat_template(tmp, cfg.chat_template)
         (tmp / "mergekit_config.yml").write_text(recipe)

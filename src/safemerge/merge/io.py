@@ -20,7 +20,7 @@ from safemerge.merge.sources import (
 )
 
 __all__ = ["DTYPE_ST", "ST_DTYPES", "CheckpointSource", "DictSource", "GGUFSource", "TensorInfo", "TensorSource",
-           "files_dir", "open_source", "read_json"]
+           "files_dir", "load_state_dict", "open_source", "read_json"]
 
 
 def _open_model(path: str, label: str) -> Any:
@@ -45,3 +45,9 @@ def open_source(ref: str) -> TensorSource:
     if parsed.lora is None:
         return base
     return LoraSource(base, parsed.lora, label=ref)
+
+
+def load_state_dict(ref: str) -> dict[str, Any]:
+    """Every tensor of model ``ref`` (same forms as :func:`open_source`) in memory, by name, in its stored dtype."""
+    src = open_source(ref)
+    return {name: src.get(name) for name in src.infos()}

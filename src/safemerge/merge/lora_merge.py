@@ -259,7 +259,7 @@ def _concat(lp: LoraPlan, task: TensorTask) -> ModuleOut | None:
 
 def _merged(lp: LoraPlan, task: TensorTask, seed: int, check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(the merge of the full float64 weights, the base weight in float64), as the full merge computes them."""
-    from safemerge.merge.engine import all_finite, task_seed
+    from safemerge.merge.task import all_finite, task_seed
 
     w = lp.base.get(task.name).to(torch.float64)
     raw = {}

@@ -225,21 +225,33 @@ class CheckpointSource:
     def file_of(self, name: str) -> Path:
         return self._file_of[name]
 
+    def span(self, name: str) -> tuple[Path, int, int] | None:
+        """Where tensor ``name``'s bytes lie: (safetensors file, absolute offset, byte count), in memory order of
+        :meth:`infos`' shape and dtype; ``None`` for a tensor of a ``.bin`` file (read whole with :meth:`get`)."""
+        span = self._spans.get(name)
+        return None if span is None or self._file_of[name] in self._bin else (self._file_of[name], *span)
+
 
 def read_into(file: Path, offset: int, buf: Any) -> None:
     """Fill ``buf`` (a writable buffer) with the bytes of ``file`` at ``offset``: positioned reads, no file
     position shared between threads, no memory map."""
-    view = memoryview(buf).cast("B")
     fd = os.open(file, os.O_RDONLY)
     try:
-        done = 0
-        while done < len(view):
-            got = os.preadv(fd, [view[done:]], offset + done)
-            if got <= 0:
-                raise OSError(f"file ends {len(view) - done} bytes early")
-            done += got
+        pread_into(fd, offset, buf)
     finally:
         os.close(fd)
+
+
+def pread_into(fd: int, offset: int, buf: Any) -> None:
+    """Fill ``buf`` (a writable buffer) with the bytes of open file ``fd`` at ``offset`` (``OSError`` if the file
+    ends first)."""
+    view = memoryview(buf).cast("B")
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise OSError(f"file ends {len(view) - done} bytes early")
+        done += got
 
 
 class GGUFSource:

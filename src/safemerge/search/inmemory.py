@@ -171,11 +171,11 @@ class ResidentModel:
 
 
 def run_cached_task(plan: Any, task: Any, seed: int, cache: PoolCache) -> Any:
-    """:func:`safemerge.merge.engine.run_task` (no vocabulary alignment, no finite check) on cached inputs; the
+    """:func:`safemerge.merge.task.run_task` (no vocabulary alignment, no finite check) on cached inputs; the
     methods that take magnitude ranks get them from the cache (:meth:`PoolCache.hook`)."""
     import torch
 
-    from safemerge.merge.engine import task_seed
+    from safemerge.merge.task import task_seed
     from safemerge.merge.plan import DTYPES
 
     compute = DTYPES.get(plan.config.dtype or "")

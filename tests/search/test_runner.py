@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from safemerge.errors import InputError
+from safemerge.errors import ConfigError, InputError
 from safemerge.search.runner import prepare, run_search
 
 from search_helpers import make_spec, write_jsonl
@@ -171,3 +171,19 @@ def test_sigkilled_cli_search_resumes_to_the_same_result(reference_run, tmp_path
     resumed = run_search(spec, out, resume=True, show_progress=False)
     assert _losses(resumed.records) == _losses(full.records)
     assert (out / "best.yaml").read_text() == (full_dir / "best.yaml").read_text()
+
+
+def test_extra_term_suites_and_judges_are_checked_before_any_model_loads(tiny_models, objective_files, tmp_path):
+    """objective.extra terms: a missing or malformed suite file, or an unknown judge, fails prepare() (and so
+    `search --check`) in one line, before any weight is read."""
+    spec = make_spec(tiny_models, objective_files)
+    missing = dict(spec, objective={**spec["objective"], "extra": [{"metric": "harm_rate",
+                                                                     "suite": str(tmp_path / "nope.yaml")}]})
+    with pytest.raises(InputError, match=r"objective\.extra\[0\]\.suite: .*nope\.yaml not found"):
+        prepare(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsets: [{name: h, kind: harmful, path: " + str(tmp_path / "absent.jsonl") + "}]\n")
+    with pytest.raises(InputError):
+        prepare(dict(spec, objective={**spec["objective"], "extra": [{"metric": "harm_rate", "suite": str(bad)}]}))
+    with pytest.raises(ConfigError, match=r"objective\.extra\[0\]\.judge: unknown judge 'gpt5'"):
+        prepare(dict(spec, objective={**spec["objective"], "extra": [{"metric": "harm_rate", "judge": "gpt5"}]}))

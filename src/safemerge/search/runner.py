@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from safemerge.errors import InputError
+from safemerge.errors import ConfigError, InputError
 from safemerge.search.objective import combine, read_sets, safest_by_lang
 from safemerge.search.optimizers import make_optimizer, pareto_front
 from safemerge.search.space import SearchSpace, build_space, with_paths
@@ -66,7 +66,25 @@ def prepare(spec: SearchSpec | str | os.PathLike | dict[str, Any]) -> Prepared:
     space = build_space(spec)
     layers = check_pool_architectures(spec)
     safety, domain = read_sets(spec.objective)
+    check_extra_terms(spec)
     return Prepared(spec, space, safety, domain, layers)
+
+
+def check_extra_terms(spec: SearchSpec) -> None:
+    """The evaluation suites and judges of ``objective.extra`` terms, checked before any model loads (a suite file
+    that is missing or malformed, an unknown judge): the same loaders the terms use later."""
+    from safemerge.evaluate.judges.base import JUDGE_CHOICES
+    from safemerge.evaluate.suites import resolve_suite
+
+    for i, t in enumerate(spec.objective.extra):
+        if t.judge not in JUDGE_CHOICES:
+            raise ConfigError(f"objective.extra[{i}].judge: unknown judge {t.judge!r}; choose one of "
+                              f"{', '.join(sorted(JUDGE_CHOICES))}")
+        if t.suite != "world":
+            if not os.path.exists(t.suite):
+                raise InputError(f"objective.extra[{i}].suite: {t.suite} not found; give a suite YAML or a world "
+                                 "folder")
+            resolve_suite(t.suite)
 
 
 def _spec_hash(spec: SearchSpec) -> str:

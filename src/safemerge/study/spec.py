@@ -426,24 +426,16 @@ class StudySpec(StrictModel):
     @field_validator("device")
     @classmethod
     def _device_name(cls, v: str) -> str:
-        from safemerge.errors import ConfigError
-        from safemerge.utils.device import check_device_name
+        from safemerge.utils.device import device_field
 
-        try:
-            return check_device_name(v, "device")
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("device ")) from None
+        return device_field(v)
 
     @field_validator("dtype")
     @classmethod
     def _dtype_name(cls, v: str) -> str:
-        from safemerge.errors import ConfigError
-        from safemerge.utils.device import check_dtype_name
+        from safemerge.utils.device import dtype_field
 
-        try:
-            return check_dtype_name(v, "dtype")
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("dtype ")) from None
+        return dtype_field(v)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
 

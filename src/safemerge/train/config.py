@@ -16,9 +16,9 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from safemerge.errors import ConfigError, config_error_from_validation
+from safemerge.errors import config_error_from_validation
 from safemerge.utils.config import StrictModel
-from safemerge.utils.device import DEVICE_HELP, DTYPE_HELP, Placement, check_device_name, check_dtype_name, resolve
+from safemerge.utils.device import DEVICE_HELP, DTYPE_HELP, Placement, device_field, dtype_field, resolve
 
 _LANG_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
@@ -65,18 +65,12 @@ class TrainConfig(StrictModel):
     @field_validator("device")
     @classmethod
     def _check_device(cls, v: str) -> str:
-        try:
-            return check_device_name(v, "device")
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("device ")) from None
+        return device_field(v)
 
     @field_validator("dtype")
     @classmethod
     def _check_dtype(cls, v: str) -> str:
-        try:
-            return check_dtype_name(v, "dtype")
-        except ConfigError as exc:
-            raise ValueError(str(exc).removeprefix("dtype ")) from None
+        return dtype_field(v)
 
     @field_validator("languages")
     @classmethod

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from safemerge.utils.config import StrictModel
 from safemerge import DEFAULT_SAFETY_FRACTION
+from safemerge.data.mixing import take_cycled
 from safemerge.errors import InputError
 from safemerge.train.config import DPOConfig, SFTConfig
 from safemerge.train.dpo import train_dpo
@@ -115,16 +116,6 @@ def _pool(world: Any, stage: Stage, kinds: tuple[str, ...], lang: str, split: st
     return sorted(rows, key=lambda r: str(r.get("id", "")))
 
 
-def _take(pool: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
-    """``n`` rows: a shuffled pass over ``pool``, cycled (re-shuffled) when n exceeds its size."""
-    out: list[dict[str, Any]] = []
-    while len(out) < n and pool:
-        order = list(pool)
-        rng.shuffle(order)
-        out += order[: n - len(out)]
-    return out
-
-
 def mixture_records(world: Any, fraction: float, stage: Stage = "sft", langs: list[str] | None = None,
                     split: str = "train", examples_per_language: int | None = None,
                     seed: int = 0) -> list[dict[str, Any]]:
@@ -140,7 +131,7 @@ def mixture_records(world: Any, fraction: float, stage: Stage = "sft", langs: li
         n_safe = round(fraction * budget)
         if n_safe and not safety:
             raise InputError(f"{world.root}: no harmful {stage} records for {lang!r}; rebuild the world")
-        rows += _take(general, budget - n_safe, rng) + _take(safety, n_safe, rng)
+        rows += take_cycled(general, budget - n_safe, rng) + take_cycled(safety, n_safe, rng)
     rng.shuffle(rows)
     return rows
 

@@ -62,6 +62,23 @@ def check_dtype_name(dtype: str, flag: str = "--dtype") -> str:
     return name
 
 
+def device_field(value: str) -> str:
+    """:func:`check_device_name` for a pydantic field named ``device``: the problem as a ValueError (pydantic adds
+    the key and the location)."""
+    try:
+        return check_device_name(value, "device")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("device ")) from None
+
+
+def dtype_field(value: str) -> str:
+    """:func:`check_dtype_name` for a pydantic field named ``dtype`` (as :func:`device_field`)."""
+    try:
+        return check_dtype_name(value, "dtype")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("dtype ")) from None
+
+
 def cuda_count() -> int:
     """How many CUDA devices torch sees (0 with a CPU-only torch build or without a driver)."""
     import torch

@@ -49,6 +49,7 @@ from safemerge.data.prepare.spec import (
     output_files,
     pct,
 )
+from safemerge.data.mixing import take_cycled
 from safemerge.errors import InputError
 
 MARKER = "safemerge data prepare"
@@ -239,16 +240,6 @@ def _unique_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _take(pool: list[dict[str, Any]], n: int, rng: random.Random) -> list[dict[str, Any]]:
-    """``n`` rows: a shuffled pass over ``pool``, cycled (re-shuffled) when n exceeds its size."""
-    out: list[dict[str, Any]] = []
-    while len(out) < n and pool:
-        order = list(pool)
-        rng.shuffle(order)
-        out += order[: n - len(out)]
-    return out
-
-
 def mixture(name: str, out: MixtureOutput, fraction: float, rows: dict[str, list[dict[str, Any]]],
             languages: list[str], seed: int) -> list[dict[str, Any]]:
     """The rows of one mixture file (the recipe is in the module doc)."""
@@ -270,7 +261,7 @@ def mixture(name: str, out: MixtureOutput, fraction: float, rows: dict[str, list
         if budget - n_safe and not general:
             raise InputError(f"outputs.{name}: no general rows in language {lang!r} for the {pct(fraction)} % "
                              f"mixture; add general data in {lang} to {', '.join(out.general)} or drop {lang}")
-        result += _take(general, budget - n_safe, rng) + _take(safety, n_safe, rng)
+        result += take_cycled(general, budget - n_safe, rng) + take_cycled(safety, n_safe, rng)
     rng.shuffle(result)
     return _unique_ids(result)
 

@@ -34,6 +34,50 @@ def test_replay_equals_torch_sort_on_tie_heavy_keys(n, levels, seed, descending,
     assert torch.equal(got, _reference(w, start, stop, descending))
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 3000), st.integers(1, 40), st.integers(0, 2**31 - 1), st.booleans(), st.integers(1, 97),
+       st.data())
+def test_replay_scans_in_chunks_with_the_same_result(n, levels, seed, descending, chunk, data):
+    """The partition's scans and swaps run :data:`introsort._CHUNK` entries at a time: any chunk size gives torch's
+    kept set (chunk boundaries inside tie runs, at the crossing, beyond the segment)."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randint(0, levels, (n,), generator=gen).float()
+    start = data.draw(st.integers(0, n))
+    stop = data.draw(st.integers(start, n))
+    saved = introsort._CHUNK
+    introsort._CHUNK = chunk
+    try:
+        got = introsort.window_mask(w.view(torch.int32), start, stop, descending)
+    finally:
+        introsort._CHUNK = saved
+    assert got is not None and torch.equal(got, _reference(w, start, stop, descending))
+
+
+def test_replay_scratch_is_a_few_bytes_per_entry():
+    """numpy's allocations during the replay of a bf16 delta's cut (tracemalloc traces numpy): the key copy (2 bytes
+    per entry), the int32 index (4), the stop positions of the first partition (int32, ~half the entries) and the
+    mask (1), plus one chunk's temporaries (a fixed ~36 MiB with the default chunk, here n / 32 entries). Before the
+    scans were chunked and the keys kept in 16 bits it was 24.2 bytes per entry (9.6 now)."""
+    import tracemalloc
+
+    gen = torch.Generator().manual_seed(1)
+    n = 1 << 21
+    base = torch.randn(n, generator=gen).bfloat16()
+    delta = (base.float() + 0.01 * torch.randn(n, generator=gen)).bfloat16() - base
+    keys = sp.magnitude_keys(delta)
+    saved = introsort._CHUNK
+    introsort._CHUNK = n // 32
+    tracemalloc.start()
+    try:
+        keep = introsort.window_mask(keys, 0, n // 2, True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        introsort._CHUNK = saved
+    assert keep is not None and int(keep.sum()) == n // 2
+    assert peak / n < 11, f"{peak / n:.1f} bytes per entry"
+
+
 @pytest.mark.parametrize("descending", [True, False])
 def test_replay_equals_torch_sort_on_a_bf16_delta(descending):
     gen = torch.Generator().manual_seed(3)

@@ -67,6 +67,32 @@ def test_parallel_pruning_equals_sequential():
     assert torch.equal(one, many)
 
 
+def test_models_of_an_embedding_sized_tensor_are_pruned_one_at_a_time():
+    assert mt.pruned_at_once(mt._PARALLEL_MIN - 1, 3) == 1
+    assert mt.pruned_at_once(mt._PARALLEL_MIN, 3) == mt.pruned_at_once(mt._PARALLEL_MAX, 3) == 3
+    assert mt.pruned_at_once(32000 * 1536, 3) == 1  # a 32k-vocabulary embedding runs alone and sets the peak
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 400), st.integers(1, 50), st.integers(0, 12),
+       st.sampled_from([torch.float32, torch.bfloat16, torch.float16]), st.booleans(), st.booleans(),
+       st.sampled_from([1.0, 0.7, -0.5]), st.integers(0, 10**6))
+def test_merge_step_in_chunks_gives_the_whole_tensors_bits(m, n, chunk, levels, dtype, consensus, normalize, lam,
+                                                          seed):
+    """The sign election, disjoint merge, normalisation and scaling are per entry: merged ``chunk`` entries at a
+    time (the engine's memory bound for embedding-sized tensors) they give the same bits, signed zeros included."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, generator=g).to(dtype)
+    deltas = torch.stack([_quantised(n, levels, dtype, seed + i) for i in range(m)])
+    deltas[:, : n // 5] = 0.0
+    deltas[0, : n // 7] = -0.0
+    weight = [0.6 - 0.3 * i for i in range(m)]
+    whole = mt._merge_deltas(base, deltas.clone(), weight, consensus, normalize, lam, chunk=10**9)
+    parts = mt._merge_deltas(base, deltas.clone(), weight, consensus, normalize, lam, chunk=chunk)
+    kind = {2: torch.int16, 4: torch.int32}[dtype.itemsize]
+    assert torch.equal(whole.view(kind), parts.view(kind))
+
+
 def _cfg(method: str, **params) -> dict:
     return {"merge_method": method, "base_model": "base", "parameters": params,
             "models": [{"model": "a", "parameters": {"weight": 0.6, "density": 0.4}},

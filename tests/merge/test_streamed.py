@@ -259,11 +259,40 @@ def test_writer_refuses_wrong_tensors_twice_written_and_missing_ones(tmp_path):
     writer.abort()
 
 
-def test_worker_threads_sets_and_restores_torch_threads():
+def test_worker_threads_only_for_thread_count_free_merges_and_restored(tiny_models):
+    base, a = (str(tiny_models[k]) for k in ("base", "a"))
+    sources = {k: CheckpointSource(k) for k in (base, a)}
+    lin = build_plan(load_config({"merge_method": "linear", "models": [{"model": a, "parameters": {"weight": 1.0}}]}),
+                     sources)
+    ties, dare = (build_plan(load_config({"merge_method": m, "base_model": base, "models": [
+        {"model": a, "parameters": {"weight": 1.0, "density": 0.5}}]}), sources) for m in ("ties", "dare_ties"))
     before = torch.get_num_threads()
-    with streamed.worker_threads(10**6):
-        assert torch.get_num_threads() == 1
+    for plan in (lin, ties):  # no sum over a tensor's entries: 1 intra-op thread per worker
+        with streamed.worker_threads(10**6, plan):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == before
+    with streamed.worker_threads(10**6, dare):  # DARE's L1 rescale sums |delta|: torch's setting stays
+        assert torch.get_num_threads() == before
     assert torch.get_num_threads() == before
+
+
+def test_thread_count_free_follows_the_registry_and_the_rescale(tiny_models):
+    base, a = (str(tiny_models[k]) for k in ("base", "a"))
+    sources = {k: CheckpointSource(k) for k in (base, a)}
+
+    def plan(method, **shared):
+        own = {} if method in ("nearswap", "slerp") else {"weight": 1.0, "density": 0.5}
+        return build_plan(load_config({"merge_method": method, "base_model": base, "parameters": shared,
+                                       "models": [{"model": a, "parameters": own}]}), sources)
+
+    def free(p):
+        return all(streamed.thread_count_free(p, t) for t in p.tasks)
+
+    assert free(plan("ties")) and free(plan("task_arithmetic")) and free(plan("dare_ties", rescale=False))
+    assert free(plan("dare_ties", rescale_mode="inverse_p"))
+    assert not free(plan("ties", rescale=True)) and not free(plan("dare_ties")) and free(plan("nearswap", t=0.1))
+    assert not free(plan("slerp", t=0.5))  # its norms sum over the entries
+    assert not free(plan("della", epsilon=0.1))
 
 
 # ---- the engine's window without --max-memory ----------------------------------------------------------------
@@ -306,3 +335,30 @@ def test_an_outlier_task_runs_alone_and_the_rest_in_a_window():
     assert seen["w6"] == {"w6"}  # nothing beside the outlier
     assert max(len(s) for s in seen.values()) > 1  # the others overlap
     release_free_heap()  # a no-op where the C library has no malloc_trim
+
+
+@pytest.mark.parametrize("method,models", [("dare_ties", 2), ("della", 2), ("ties", 2), ("ties", 3),
+                                           ("breadcrumbs", 3), ("model_stock", 3)])
+def test_merges_give_the_same_bits_with_1_and_2_workers(tmp_path, method, models):
+    """Beyond torch's parallel grain (32768 entries) a sum over a tensor's entries rounds differently with another
+    torch thread count (the L1 rescale of DARE/DELLA, Model Stock's norms): the merge leaves torch's threads alone for
+    these methods, and gives each worker one intra-op thread only where the output cannot depend on it, so the number
+    of workers does not change the output."""
+    from safemerge.merge import merge
+
+    g = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(300, 700, generator=g).bfloat16(), "n": torch.randn(700, generator=g).bfloat16()}
+    dirs = {"base": _model(tmp_path, "base", base, "st")}
+    names = "abc"[:models]
+    for k in names:
+        dirs[k] = _model(tmp_path, k, {n: (t.float() + 0.02 * torch.randn(t.shape, generator=g)).bfloat16()
+                                       for n, t in base.items()}, "st")
+    params = {} if method == "model_stock" else {"weight": 0.5, "density": 0.5}
+    params.update({"epsilon": 0.1} if method == "della" else {})
+    cfg = {"merge_method": method, "dtype": "bfloat16", "base_model": str(dirs["base"]),
+           "models": [{"model": str(dirs[k]), "parameters": dict(params)} for k in names]}
+    before = torch.get_num_threads()
+    outs = [merge(cfg, tmp_path / f"out{t}", threads=t, seed=3) for t in (1, 2)]
+    assert torch.get_num_threads() == before
+    one, two = (load_file(str(o / "model.safetensors")) for o in outs)
+    assert all(torch.equal(_bits(one[k]), _bits(two[k])) for k in one)

@@ -21,25 +21,25 @@ import torch
 
 from safemerge.errors import InputError, SafemergeError
 from safemerge.merge.config import MergeConfig, load_config
-from safemerge.merge.methods import MethodSpec
+from safemerge.merge.methods import MethodSpec, pruned_at_once
 from safemerge.merge.sources import DictSource
 from safemerge.merge.plan import MergePlan, TensorTask, build_plan
+from safemerge.merge.sparsify import trim_scratch_bytes
 from safemerge.merge.task import Aligner, run_task
 from safemerge.merge.tokenizer import TOKENIZER_FILES
 from safemerge.utils.malloc import RETURN_FREED, REUSE_FREED, malloc_policy
 
-_SORT_SCRATCH = 25  # bytes per element of one model's magnitude sort: |d| f32, int64 order, sort buffers, mask
-
-
 def task_cost(task: TensorTask, method: MethodSpec | None = None) -> int:
     """Estimated peak bytes of one task: inputs in compute precision, method scratch (~2 tensors per input), output;
-    plus, for a ``method`` that sorts magnitudes (:attr:`MethodSpec.sorts_magnitudes`), one sort's scratch per model
-    (the models are pruned in parallel)."""
+    plus, for a ``method`` that sorts magnitudes (:attr:`MethodSpec.sorts_magnitudes`), one trim's scratch
+    (:func:`~safemerge.merge.sparsify.trim_scratch_bytes`) per model pruned at once
+    (:func:`~safemerge.merge.methods.pruned_at_once`)."""
     n_in = len(task.inputs) + (task.base is not None)
     numel = max(task.out.numel, 1)
     width = max(task.out.dtype.itemsize, 4)
     sorts = method is not None and method.sorts_magnitudes and not task.copy
-    sort = _SORT_SCRATCH * numel * len(task.inputs) if sorts else 0
+    at_once = pruned_at_once(numel, len(task.inputs))
+    sort = trim_scratch_bytes(numel, task.out.dtype.itemsize) * at_once if sorts else 0
     return task.in_bytes + numel * width * (2 * n_in + 1) + task.out.nbytes + sort
 
 
@@ -294,7 +294,8 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
     vocab = getattr(plan, "vocab", None)
     policy = RETURN_FREED if mem_bytes is not None else REUSE_FREED  # see safemerge.utils.malloc
 
-    with malloc_policy(policy), worker_threads(threads), atomic_dir(out_dir, overwrite=overwrite) as tmp:
+    align = vocab.align if vocab is not None else None
+    with malloc_policy(policy), worker_threads(threads, plan, align), atomic_dir(out_dir, overwrite=overwrite) as tmp:
         writer = ShardedWriter(tmp, [(t.name, t.out) for t in plan.tasks], shard_bytes or (5 * 10**9))
         with make_progress(disable=not progress) as bar:
             job = bar.add_task(f"merging ({cfg.merge_method})", total=len(plan.tasks))

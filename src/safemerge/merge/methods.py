@@ -22,7 +22,10 @@ from safemerge.merge import sparsify as sp
 from safemerge.merge.config import did_you_mean
 
 BasePolicy = Literal["required", "optional", "ignored"]
-_PARALLEL_MIN = 1 << 16  # prune models in threads from this many elements per tensor
+_PARALLEL_MIN = 1 << 16  # prune models in threads from this many elements per tensor ...
+_PARALLEL_MAX = 1 << 24  # ... up to this many; a larger tensor (a 32k-vocabulary embedding or LM head) runs alone
+#                          in the engine and sets a merge's peak memory: its models are pruned one after another
+_MERGE_CHUNK = 1 << 20  # entries per step of the sign election / disjoint merge (every step is per entry)
 _SLERP_CHUNK = 1024 * 1024  # mergekit's slerp reduction chunk (changes float rounding: keep it)
 
 
@@ -263,7 +266,7 @@ def _pruned_deltas(base: Tensor, tensors: Sequence[Tensor], prune: Pruner | None
             if pruned.data_ptr() != deltas[i].data_ptr():
                 deltas[i].copy_(pruned)
 
-    if parallel and prune is not None and len(tensors) > 1 and base.numel() >= _PARALLEL_MIN:
+    if parallel and prune is not None and pruned_at_once(base.numel(), len(tensors)) > 1:
         # the magnitude sorts are single-threaded: run the models' pruning side by side
         with ThreadPoolExecutor(max_workers=len(tensors), thread_name_prefix="safemerge-prune") as pool:
             list(pool.map(delta, range(len(tensors))))
@@ -273,11 +276,35 @@ def _pruned_deltas(base: Tensor, tensors: Sequence[Tensor], prune: Pruner | None
     return deltas
 
 
+def pruned_at_once(numel: int, n_models: int) -> int:
+    """How many models' task vectors of a ``numel``-entry tensor a pruning method (``parallel``) prunes at once:
+    all of them in threads from :data:`_PARALLEL_MIN` to :data:`_PARALLEL_MAX` entries, else one at a time."""
+    return n_models if _PARALLEL_MIN <= numel <= _PARALLEL_MAX else 1
+
+
 def _merge_deltas(base: Tensor, deltas: Tensor, weight: Sequence[float], consensus: bool, normalize: bool,
-                  lambda_: float) -> Tensor:
+                  lambda_: float, chunk: int = _MERGE_CHUNK) -> Tensor:
     """``base + lambda * sum_i w_i m_i d_i / D`` from pruned task vectors ``deltas`` [m, ...] (a scratch tensor,
     overwritten): weight, elect the sign of ``sum_i w_i d_i`` and keep the agreeing entries (``m_i``, TIES steps 2
-    and 3: elect sign, disjoint merge; only with ``consensus``), divide by ``D`` (``normalize``), scale, add."""
+    and 3: elect sign, disjoint merge; only with ``consensus``), divide by ``D`` (``normalize``), scale, add.
+
+    Every step is per entry, so a tensor of more than ``chunk`` entries is merged ``chunk`` entries at a time (each
+    block made contiguous): the same bits, with the election's masks and sums a few MiB instead of several copies
+    of the tensor (a 32000 x 1536 bf16 embedding with 2 models: ~0.5 GB)."""
+    n = base.numel()
+    if n <= chunk or not deltas.is_contiguous():
+        return _merge_block(base, deltas, weight, consensus, normalize, lambda_)
+    out = torch.empty_like(base)
+    flat, stacked, target = base.reshape(-1), deltas.view(deltas.shape[0], -1), out.view(-1)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        target[a:b] = _merge_block(flat[a:b], stacked[:, a:b].contiguous(), weight, consensus, normalize, lambda_)
+    return out
+
+
+def _merge_block(base: Tensor, deltas: Tensor, weight: Sequence[float], consensus: bool, normalize: bool,
+                 lambda_: float) -> Tensor:
+    """:func:`_merge_deltas` on one block (or the whole tensor)."""
     w = torch.tensor(list(weight), dtype=deltas.dtype, device=deltas.device)
     w = w.view(-1, *([1] * base.dim()))
     deltas.mul_(w)
@@ -666,6 +693,13 @@ class MethodSpec:
     - ``random``: ``fn`` draws from its ``generator`` argument; ``takes_ranks``: ``fn`` takes ``ranked=`` (a
       :data:`RankedHook`): its only input-dependent pruning is a magnitude trim, which a merge search serves from
       magnitude ranks computed once per pool.
+    - ``entrywise``: every output entry depends only on the inputs' entries at the same index, through ``+``, ``-``
+      and products / quotients with finite scalars (linear, task_arithmetic), so a NaN or Inf input entry gives a
+      NaN or Inf output entry (IEEE; 0 * Inf is NaN) and the tensor can be merged in chunks
+      (:mod:`safemerge.merge.streamed`).
+    - ``entry_sums``: ``fn`` sums over a tensor's entries (a norm, a mean, a variance, a count, an L1 ``rescale``),
+      and a float sum split between torch's intra-op threads rounds differently, so the output's last bit can
+      depend on the thread count (:meth:`thread_count_free`; the task-vector family sums only for ``rescale``).
     """
 
     name: str
@@ -683,6 +717,16 @@ class MethodSpec:
     consensus: Literal["sum"] | None = None
     random: bool = False
     takes_ranks: bool = False
+    entrywise: bool = False
+    entry_sums: bool = True
+
+    def thread_count_free(self, shared: Mapping[str, Any]) -> bool:
+        """Whether the output's bits are the same at any torch intra-op thread count, with these resolved shared
+        parameters: no sum over entries (``entry_sums``), or only an L1 ``rescale`` that is off (``rescale: false``
+        or ``rescale_mode: inverse_p``, which multiplies by ``1 / p``)."""
+        if self.entry_sums:
+            return False
+        return not (shared.get("rescale") and shared.get("rescale_mode", "l1") == "l1")
 
     @property
     def needs_base(self) -> bool:
@@ -847,7 +891,8 @@ _ARXIV = "https://arxiv.org/abs/"
 METHODS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec(name="linear", label="Linear", fn=linear, base_policy="ignored", min_models=1,
                summary="a weighted average of the models' weights", reference_url=_ARXIV + "2203.05482",
-               params=(_WEIGHT, _p("normalize", True)), constraints=(_weight_sum_nonzero("normalize", 1),)),
+               params=(_WEIGHT, _p("normalize", True)), constraints=(_weight_sum_nonzero("normalize", 1),),
+               entrywise=True, entry_sums=False),
     MethodSpec(name="slerp", label="SLERP", fn=slerp, base_policy="required", min_models=1, max_models=1,
                summary="spherical linear interpolation between the base and one other model",
                reference_url="https://en.wikipedia.org/wiki/Slerp", params=(_SLERP_T,)),
@@ -869,40 +914,41 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
                        _p("tol", 1e-5, range=NON_NEGATIVE, meaning="the convergence tolerance"))),
     MethodSpec(name="task_arithmetic", label="Task arithmetic", fn=task_arithmetic, base_policy="required",
                task_vectors=True, summary="task arithmetic: the base plus weighted task vectors",
-               reference_url=_ARXIV + "2212.04089", params=_gta(normalize=False, rescale=False)),
+               reference_url=_ARXIV + "2212.04089", params=_gta(normalize=False, rescale=False), entrywise=True,
+               entry_sums=False),
     MethodSpec(name="ties", label="TIES", fn=ties, base_policy="required", task_vectors=True,
                summary="TIES: trimmed task vectors with sign election", reference_url=_ARXIV + "2306.01708",
                sparsification="magnitude", consensus="sum", takes_ranks=True,
-               params=_gta(normalize=True, rescale=False, extra=(_TIE,))),
+               params=_gta(normalize=True, rescale=False, extra=(_TIE,)), entry_sums=False),
     MethodSpec(name="dare_linear", label="DARE-linear", fn=dare_linear, base_policy="required", task_vectors=True,
                summary="DARE: randomly dropped, rescaled task vectors, summed linearly",
                reference_url=_ARXIV + "2311.03099", sparsification="random", random=True,
-               params=_gta(normalize=False, rescale=True, extra=(_RESCALE_MODE,))),
+               params=_gta(normalize=False, rescale=True, extra=(_RESCALE_MODE,)), entry_sums=False),
     MethodSpec(name="dare_ties", label="DARE-TIES", fn=dare_ties, base_policy="required", task_vectors=True,
                summary="DARE-TIES: randomly dropped, rescaled task vectors with sign election",
                reference_url=_ARXIV + "2311.03099", sparsification="random", consensus="sum", random=True,
-               params=_gta(normalize=False, rescale=True, extra=(_RESCALE_MODE,))),
+               params=_gta(normalize=False, rescale=True, extra=(_RESCALE_MODE,)), entry_sums=False),
     MethodSpec(name="breadcrumbs", label="Breadcrumbs", fn=breadcrumbs, base_policy="required", task_vectors=True,
                summary="Model Breadcrumbs: task vectors without their largest and smallest entries, summed linearly",
                reference_url=_ARXIV + "2312.06795", sparsification="magnitude_outliers",
-               params=_gta(normalize=False, rescale=False, extra=(_GAMMA, _TIE))),
+               params=_gta(normalize=False, rescale=False, extra=(_GAMMA, _TIE)), entry_sums=False),
     MethodSpec(name="breadcrumbs_ties", label="Breadcrumbs-TIES", fn=breadcrumbs_ties, base_policy="required",
                task_vectors=True,
                summary="Model Breadcrumbs: task vectors without their largest and smallest entries, with sign "
                        "election",
                reference_url=_ARXIV + "2312.06795", sparsification="magnitude_outliers", consensus="sum",
-               params=_gta(normalize=False, rescale=False, extra=(_GAMMA, _TIE))),
+               params=_gta(normalize=False, rescale=False, extra=(_GAMMA, _TIE)), entry_sums=False),
     MethodSpec(name="della", label="DELLA", fn=della, base_policy="required", task_vectors=True,
                summary="DELLA: task vectors dropped with magnitude-ranked probabilities, rescaled, with sign election",
                reference_url=_ARXIV + "2406.11617", sparsification="della_magprune", consensus="sum", random=True,
                params=_gta(normalize=True, rescale=True, extra=(_EPSILON, _RESCALE_MODE, _TIE_DELLA)),
-               constraints=(_della_band,)),
+               constraints=(_della_band,), entry_sums=False),
     MethodSpec(name="della_linear", label="DELLA-linear", fn=della_linear, base_policy="required",
                task_vectors=True,
                summary="DELLA: task vectors dropped with magnitude-ranked probabilities, rescaled, summed linearly",
                reference_url=_ARXIV + "2406.11617", sparsification="della_magprune", random=True,
                params=_gta(normalize=False, rescale=True, extra=(_EPSILON, _RESCALE_MODE, _TIE_DELLA)),
-               constraints=(_della_band,)),
+               constraints=(_della_band,), entry_sums=False),
     MethodSpec(name="sce", label="SCE", fn=sce, base_policy="required", task_vectors=True,
                summary="SCE: the task vectors' highest-variance entries, weighted by energy, with sign election",
                reference_url=_ARXIV + "2408.07990",
@@ -914,11 +960,13 @@ METHODS: dict[str, MethodSpec] = {s.name: s for s in (
                reference_url=_ARXIV + "2403.19522", params=(_p("filter_wise", False),)),
     MethodSpec(name="nearswap", label="NearSwap", fn=nearswap, base_policy="required", min_models=1, max_models=1,
                summary="NearSwap: the other model's values where they are near the base's, interpolated elsewhere",
-               reference_url="https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001", params=(_NEARSWAP_T,)),
+               reference_url="https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001", params=(_NEARSWAP_T,),
+               entry_sums=False),
     MethodSpec(name="passthrough", label="Passthrough", fn=passthrough, base_policy="ignored", min_models=1,
                max_models=1, summary="passthrough: one model's tensors, unchanged or scaled (layer stacking)",
                params=(_p("scale", per_model=True, kind="float", nullable=True,
-                          meaning="multiplies the tensor (negative flips its sign); null leaves it unchanged"),)),
+                          meaning="multiplies the tensor (negative flips its sign); null leaves it unchanged"),),
+               entry_sums=False),
     MethodSpec(name="arcee_fusion", label="Arcee Fusion", fn=arcee_fusion, base_policy="required", min_models=1,
                max_models=1, random=True,  # draws only for tensors above 10^6 entries (quantile sample)
                summary="Arcee Fusion: the other model's changes where their importance is an outlier, the base "

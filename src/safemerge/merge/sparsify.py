@@ -206,6 +206,14 @@ def _window_mask(delta: Tensor, start: int, stop: int, descending: bool, tie_bre
     return mask.reshape(delta.shape)
 
 
+def trim_scratch_bytes(numel: int, itemsize: int) -> int:
+    """Estimated peak scratch bytes of one :func:`magnitude_mask` / :func:`outlier_mask` of a ``numel``-entry delta
+    of ``itemsize``-byte floats with mergekit's tie order: the integer keys and the replay's copy of them, its int32
+    index and stop positions (:mod:`~safemerge.merge.introsort`), the mask. Measured on a 32000 x 1536 delta
+    (peak RSS over the call): 6.8 bytes per entry in bfloat16, 14.9 in float32; estimated as ``4 * itemsize + 2``."""
+    return numel * (4 * itemsize + 2)
+
+
 def kept_count(density: float, n: int) -> int:
     """How many of ``n`` entries the TIES trim keeps: ``k = max(1, int(density * n))``, all at ``density >= 1``,
     none at ``density <= 0``."""

@@ -4,12 +4,14 @@
 tensor and writes it with positioned writes, so reading, math and writing of different tensors overlap across the
 workers and no merged tensor waits in memory for the ones before it.
 
-Elementwise methods (:data:`ELEMENTWISE`: every output entry depends only on the inputs' entries at the same index)
-are streamed in chunks of :data:`CHUNK` elements: each chunk of every input is read (positioned reads into a small
-buffer), converted, merged by the same :meth:`~safemerge.merge.methods.MethodSpec.call` as a whole tensor, checked
-for NaN/Inf (the output chunk; the inputs only where it is not finite) and written, so the float32 temporaries stay in the CPU cache and a task holds a few MiB whatever its size. The
-bits are those of the whole-tensor path: each element goes through the same operations in the same order
-(tests/merge/test_streamed.py checks chunked against whole on chunk boundaries, odd sizes and every float dtype).
+Elementwise methods (:attr:`~safemerge.merge.methods.MethodSpec.entrywise`: every output entry depends only on the
+inputs' entries at the same index) are streamed in chunks of :data:`CHUNK` elements: each chunk of every input is
+read (positioned reads into a small buffer), converted, merged by the same
+:meth:`~safemerge.merge.methods.MethodSpec.call` as a whole tensor, checked for NaN/Inf (the output chunk; the inputs
+only where it is not finite) and written, so the float32 temporaries stay in the CPU cache and a task holds a few
+MiB whatever its size. The bits are those of the whole-tensor path: each
+element goes through the same operations in the same order (tests/merge/test_streamed.py checks chunked against
+whole on chunk boundaries, odd sizes and every float dtype).
 Everything else (other methods, copies, vocabulary alignment, inputs of other shapes) runs
 :func:`~safemerge.merge.task.run_task` on the whole tensor, then writes it.
 """
@@ -24,18 +26,11 @@ from typing import Any
 import torch
 
 from safemerge.errors import InputError
-from safemerge.merge import methods
 from safemerge.merge.task import Aligner, all_finite, run_task
 from safemerge.merge.plan import DTYPES, MergePlan, TensorTask
 from safemerge.merge.sources import pread_into
 from safemerge.merge.writer import ShardedWriter
 
-# The method functions whose output entry i depends only on the inputs' entries i (linear: a weighted sum;
-# task_arithmetic: base + lambda * sum_i w_i (x_i - base), divided by a scalar with normalize), through +, - and
-# products / quotients with finite scalars only, so a NaN or Inf in any input entry gives a NaN or Inf output entry
-# (IEEE: NaN and Inf survive them, 0 * Inf is NaN; zero weights and lambda 0 included). This fact belongs in the
-# registry (a MethodSpec field, methods.py) and should move there; it is kept here until then.
-ELEMENTWISE = (methods.linear, methods.task_arithmetic)
 CHUNK = 1 << 18  # elements per chunk: 256 Ki (1 MiB of float32 accumulator, 512 KiB per bf16 input)
 
 
@@ -68,7 +63,7 @@ def write_task(writer: ShardedWriter, plan: MergePlan, task: TensorTask, seed: i
             tensors = [raw[label] for label, _ in task.inputs]
             with torch.no_grad():
                 out = plan.method.call(base, tensors, task.per_model, task.global_params, None).to(task.out.dtype)
-            # a NaN/Inf input entry gives a NaN/Inf output entry (see ELEMENTWISE): one check of the output, and the
+            # a NaN/Inf input entry gives a NaN/Inf output entry (MethodSpec.entrywise): one check of the output, the
             # inputs only where it fails (a finite overflow to Inf is a result, not an input error)
             if check_finite and not all_finite(out) and not all(all_finite(raw[label]) for label in names):
                 # the whole-tensor path names the first model (in config order) with a NaN/Inf anywhere: same error
@@ -82,24 +77,36 @@ def write_task(writer: ShardedWriter, plan: MergePlan, task: TensorTask, seed: i
 
 
 @contextlib.contextmanager
-def worker_threads(threads: int) -> Iterator[None]:
-    """Run the block with torch's intra-op threads set to the cores left per merge worker (``cores // threads``, at
-    least 1), then restore them. The workers are the merge's parallelism: with torch's default (one thread per core)
-    every worker's kernels also fork a team of one thread per core, so 2 workers on 2 cores ran 4 threads. Measured
-    on the bench's 3 x 248M bf16 models, 2 workers, 3 alternating runs each: linear merge step 0.61-0.72 s wall
-    with 1 intra-op thread vs 0.92-1.17 s with 2; ties 5.8-6.5 vs 7.2-10.2 s; dare_ties 2.8-3.1 vs 3.4-3.7 s."""
+def worker_threads(threads: int, plan: MergePlan, align: Aligner | None = None) -> Iterator[None]:
+    """For a merge whose every task is :func:`thread_count_free`, run the block with torch's intra-op threads set to
+    the cores left per merge worker (``cores // threads``, at least 1), then restore them; other merges keep torch's
+    setting, so that ``--threads`` never changes the output. The workers are the merge's parallelism: with torch's
+    default (one thread per core) each worker's kernels also fork a team of one thread per core (2 workers on 2
+    cores ran 4 threads). Measured on the bench's 3 x 248M bf16 models, 2 workers, 3 alternating runs: the linear
+    merge step 0.61-0.72 s wall with 1 intra-op thread, 0.92-1.17 s with 2; ties 5.8-6.5 vs 7.2-10.2 s."""
     before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, threads)))
+    if all(thread_count_free(plan, task, align) for task in plan.tasks):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, threads)))
     try:
         yield
     finally:
         torch.set_num_threads(before)
 
 
+def thread_count_free(plan: MergePlan, task: TensorTask, align: Aligner | None = None) -> bool:
+    """Whether ``task``'s output bits cannot depend on torch's intra-op thread count: a copy, or a method that sums
+    over no tensor's entries with these parameters (:meth:`~safemerge.merge.methods.MethodSpec.thread_count_free`;
+    torch splits a sum between its threads, so DARE/DELLA's L1 rescale, slerp's norms, ... round differently with
+    another count), and no vocabulary alignment (its padding rows are means)."""
+    if align is not None and task.vocab_rows is not None:
+        return False
+    return task.copy or plan.method.thread_count_free(task.global_params)
+
+
 def elementwise(plan: MergePlan, task: TensorTask, align: Aligner | None = None) -> bool:
-    """Whether ``task`` can be streamed in chunks: an :data:`ELEMENTWISE` method, floating inputs of the output's
-    shape, no vocabulary alignment, not a copy."""
-    if plan.method.fn not in ELEMENTWISE or plan.method.random or task.copy:
+    """Whether ``task`` can be streamed in chunks: an :attr:`~safemerge.merge.methods.MethodSpec.entrywise` method,
+    floating inputs of the output's shape, no vocabulary alignment, not a copy."""
+    if not plan.method.entrywise or plan.method.random or task.copy:
         return False
     if align is not None and task.vocab_rows is not None:
         return False

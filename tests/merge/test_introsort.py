@@ -109,3 +109,24 @@ def test_magnitude_mask_bf16_uses_the_replay_and_matches_mergekit():
         assert torch.equal(ours, magnitude(delta, density))
         ours = torch.where(sp.outlier_mask(delta, density, 0.05), delta, 0)
         assert torch.equal(ours, magnitude_outliers(delta, density, gamma=0.05))
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_a_replay_that_gives_up_leaves_the_full_sort_correct_keys(monkeypatch, descending):
+    """The replay rearranges its caller's keys in place (one copy less); when it meets introsort's heapsort fallback
+    (here: a depth budget of 1) the caller sorts in full on keys made afresh, and the kept set is still torch's."""
+    real = introsort.replay_order
+    calls = []
+
+    def no_depth(keys, cuts, depth_limit=None, *, copy=True):
+        calls.append(copy)
+        return real(keys, cuts, 1, copy=copy)  # one partition (the keys rearranged), then heapsort: give up
+
+    monkeypatch.setattr(introsort, "replay_order", no_depth)
+    gen = torch.Generator().manual_seed(7)
+    base = torch.randn(50_000, generator=gen).bfloat16()
+    delta = (base.float() + 0.01 * torch.randn(50_000, generator=gen)).bfloat16() - base
+    start, stop = (0, 20_000) if descending else (5_000, 45_000)
+    got = sp._window_mask(delta, start, stop, descending, "mergekit")
+    assert calls == [False]  # the replay ran on the scratch keys, and gave up
+    assert torch.equal(got.reshape(-1), _reference(delta.abs().float(), start, stop, descending))

@@ -251,3 +251,29 @@ def test_sum0_is_the_reduction_bit_for_bit(m, n, levels, dtype, seed):
     x[torch.rand(x.shape, generator=torch.Generator().manual_seed(seed)) < 0.3] *= -1  # zeros of both signs
     kind = {2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
     assert torch.equal(sp.sum0(x).view(kind), x.sum(dim=0).view(kind))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([(7, 90), (40, 33), (3, 5, 40), (1, 300), (250,), (64, 100)]), st.integers(1, 400), st.integers(0, 30),
+       st.sampled_from([torch.float32, torch.bfloat16]), st.sampled_from(["mergekit", "index"]),
+       st.sampled_from(["l1", "inverse_p"]), st.integers(0, 10**6))
+def test_della_in_row_blocks_gives_the_whole_tensors_bits(shape, block, levels, dtype, tie_break, mode, seed):
+    """DELLA ranks each row on its own and draws one uniform per entry in row-major order: run a block of rows at a
+    time (the engine's memory bound on embedding-sized tensors) it gives the same mask, rescale and generator state."""
+    n = 1
+    for d in shape:
+        n *= d
+    delta = _quantised(n, levels, dtype, seed).view(shape)
+    outs, states = [], []
+    saved = sp._DELLA_BLOCK
+    try:
+        for size in (10**9, block):
+            sp._DELLA_BLOCK = size
+            g = torch.Generator().manual_seed(seed)
+            outs.append(sp.della(delta, 0.5, 0.2, g, tie_break=tie_break, rescale_mode=mode))
+            states.append(g.get_state())
+    finally:
+        sp._DELLA_BLOCK = saved
+    kind = {2: torch.int16, 4: torch.int32}[dtype.itemsize]
+    assert torch.equal(outs[0].view(kind), outs[1].view(kind))
+    assert torch.equal(states[0], states[1])

@@ -20,8 +20,9 @@ descending sort; an ascending sort is replayed on negated keys):
 The Hoare partition is vectorised: the left scan stops at the elements ``<= pivot`` (in key order, positions
 ``L_0 < L_1 < ...``), the right scan at the elements ``>= pivot`` (``R_0 > R_1 > ...``); pair ``i`` is swapped while
 ``L_i < R_i``, and the partition point is ``min(L_m, R_{m-1})`` for the first pair ``m`` that does not swap.
-Memory: 16-bit keys stay 16-bit, the index is int32, and only the stops before and after the scans' crossing are
-listed (int32, in chunks), so a replay holds ~7-10 bytes per entry (tests/merge/test_introsort.py measures it).
+Memory: 16-bit keys stay 16-bit (rearranged in place when the caller gives them up), the index is int32, and only
+the stops before and after the scans' crossing are listed (int32, in chunks), so a replay holds ~5-10 bytes per
+entry (tests/merge/test_introsort.py measures it).
 """
 
 from __future__ import annotations
@@ -160,11 +161,16 @@ def replay_order(keys: np.ndarray, cuts: list[int], depth_limit: int | None = No
     return idx
 
 
-def window_mask(keys: Tensor, start: int, stop: int, descending: bool) -> Tensor | None:
+def window_mask(keys: Tensor, start: int, stop: int, descending: bool, *, scratch: bool = False) -> Tensor | None:
     """Bool mask of the elements that torch's unstable sort of ``keys`` (non-negative ints) puts at positions
-    ``[start, stop)``: ``argsort(keys, descending=True)`` or ``sort(keys).indices``. ``None``: sort in full."""
+    ``[start, stop)``: ``argsort(keys, descending=True)`` or ``sort(keys).indices``. ``None``: sort in full.
+    ``scratch``: ``keys`` (a contiguous CPU tensor) is the caller's to lose: the replay rearranges it in place
+    instead of a copy."""
     k = keys.detach().cpu().reshape(-1).numpy()  # int16 keys stay int16 (2 bytes per element of scratch)
-    k = k.copy() if descending else np.negative(k)  # non-negative keys: the negation fits the dtype
+    if not (scratch and keys.device.type == "cpu" and keys.is_contiguous()):
+        k = k.copy()
+    if not descending:
+        np.negative(k, out=k)  # non-negative keys: the negation fits the dtype
     n = k.size
     idx = replay_order(k, [c for c in (start, stop) if 0 < c < n], copy=False)
     if idx is None:

@@ -176,11 +176,13 @@ def _sorted_window(keys: Tensor, start: int, stop: int, descending: bool,
     """mergekit's own (unstable, full) sort and window: exact parity when a nonzero tie straddles the cut.
 
     Replayed only where the cut is (:mod:`safemerge.merge.introsort`) when that reproduces this torch build's sort,
-    else a full sort of the keys (or, failing that check too, of mergekit's float magnitudes)."""
+    else a full sort of the keys (or, failing that check too, of mergekit's float magnitudes). ``keys`` is a
+    scratch tensor: the replay rearranges it (one copy less of the keys on an embedding-sized delta)."""
     if introsort.replay_matches(keys.device.type):
-        keep = introsort.window_mask(keys, start, stop, descending)
+        keep = introsort.window_mask(keys, start, stop, descending, scratch=True)
         if keep is not None:
             return keep
+        keys = magnitude_keys(magnitudes())  # the replay left its scratch rearranged: the same order, afresh
     if key_sort_matches(keys.device.type):
         order = _key_sort(keys, descending)
     else:
@@ -208,10 +210,11 @@ def _window_mask(delta: Tensor, start: int, stop: int, descending: bool, tie_bre
 
 def trim_scratch_bytes(numel: int, itemsize: int) -> int:
     """Estimated peak scratch bytes of one :func:`magnitude_mask` / :func:`outlier_mask` of a ``numel``-entry delta
-    of ``itemsize``-byte floats with mergekit's tie order: the integer keys and the replay's copy of them, its int32
-    index and stop positions (:mod:`~safemerge.merge.introsort`), the mask. Measured on a 32000 x 1536 delta
-    (peak RSS over the call): 6.8 bytes per entry in bfloat16, 14.9 in float32; estimated as ``4 * itemsize + 2``."""
-    return numel * (4 * itemsize + 2)
+    of ``itemsize``-byte floats with mergekit's tie order: the integer keys (which the replay rearranges in place),
+    its int32 index and stop positions (:mod:`~safemerge.merge.introsort`), the mask. Measured on a 32000 x 1536
+    delta (peak RSS over the call): 4.8 bytes per entry in bfloat16, 10.4 in float32; estimated as
+    ``3 * itemsize + 2``."""
+    return numel * (3 * itemsize + 2)
 
 
 def kept_count(density: float, n: int) -> int:
@@ -388,12 +391,32 @@ def della(delta: Tensor, density: float, epsilon: float, generator: torch.Genera
         raise ConfigError(f"della: parameters density={density}, epsilon={epsilon}: choose epsilon so that "
                           "density - epsilon > 0 and density + epsilon < 1")
     work = dare_work_dtype(delta)
-    probs = della_probs(delta, density, epsilon, tie_break)
-    keep = random_keep(probs.shape, probs.float(), generator)
     x = delta.unsqueeze(0) if delta.dim() < 2 else delta
+    keep, inv_p = _della_keep(x, density, epsilon, generator, tie_break, rescale_mode == "inverse_p")
     x = x if inplace and x.dtype == work else x.to(work, copy=True)
-    inv_p = probs.reciprocal() if rescale_mode == "inverse_p" else 1.0
     return _apply_keep(x, keep, rescale, rescale_mode, inv_p).to(delta.dtype).reshape(delta.shape)
+
+
+_DELLA_BLOCK = 1 << 20  # entries per block of rows in DELLA's sort, probabilities and draw
+
+
+def _della_keep(x: Tensor, density: float, epsilon: float, generator: torch.Generator | None, tie_break: TieBreak,
+                inverse_p: bool) -> tuple[Tensor, Tensor | float]:
+    """DELLA's keep mask of ``x`` (at least 2-D: rows along dim 0) and, with ``inverse_p``, ``1 / p`` (else 1.0).
+
+    Rows are independent (each is ranked on its own) and the draws are one per entry in row-major order, so blocks
+    of :data:`_DELLA_BLOCK` entries' rows give the whole tensor's bits while the sort's int64 order and the float32
+    probabilities stay block-sized (a 32000 x 1536 embedding at once: ~0.75 GB of them)."""
+    rows = x.shape[0]
+    step = max(1, _DELLA_BLOCK // max(1, x[0].numel())) if rows else 1
+    keep = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    inv = torch.empty(x.shape, dtype=dare_work_dtype(x), device=x.device) if inverse_p else None
+    for a in range(0, rows, step):
+        probs = della_probs(x[a:a + step], density, epsilon, tie_break)
+        keep[a:a + step] = random_keep(probs.shape, probs.float(), generator)
+        if inv is not None:
+            inv[a:a + step] = probs.reciprocal()
+    return keep, (inv if inv is not None else 1.0)
 
 
 _SAME_WIDTH_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # integer views of float bit patterns

@@ -302,7 +302,7 @@ def merge(config: Any, out_dir: Any, *, max_shard_size: str | int = "5GB", max_m
             try:
                 execute(plan, lambda _task, _none: None, seed=seed, threads=threads,  # workers write (pwrite)
                         max_memory=mem_bytes, check_finite=check_finite,
-                        align=vocab.align if vocab is not None else None,
+                        align=align,
                         on_done=lambda _task: bar.advance(job), device=device, work=partial(write_task, writer))
             finally:
                 writer.abort()

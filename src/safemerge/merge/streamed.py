@@ -9,9 +9,9 @@ inputs' entries at the same index) are streamed in chunks of :data:`CHUNK` eleme
 read (positioned reads into a small buffer), converted, merged by the same
 :meth:`~safemerge.merge.methods.MethodSpec.call` as a whole tensor, checked for NaN/Inf (the output chunk; the inputs
 only where it is not finite) and written, so the float32 temporaries stay in the CPU cache and a task holds a few
-MiB whatever its size. The bits are those of the whole-tensor path: each
-element goes through the same operations in the same order (tests/merge/test_streamed.py checks chunked against
-whole on chunk boundaries, odd sizes and every float dtype).
+MiB whatever its size. The bits are those of the whole-tensor path: each element goes through the same operations
+in the same order (tests/merge/test_streamed.py checks chunked against whole on chunk boundaries, odd sizes and every
+float dtype).
 Everything else (other methods, copies, vocabulary alignment, inputs of other shapes) runs
 :func:`~safemerge.merge.task.run_task` on the whole tensor, then writes it.
 """

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -23,6 +21,7 @@ from safemerge.evaluate.generate import (
     vllm_available,
 )
 from safemerge.utils.device import Placement, resolve
+from tests.netutil import free_port, wait_for
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -94,33 +93,22 @@ def test_eval_cli_device_cpu(tiny_models, eval_suite, tmp_path, capsys, monkeypa
     assert (tmp_path / "cache" / "eval-bfloat16").is_dir()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_cli_device_cpu(tiny_models) -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "safemerge.cli", "serve", str(tiny_models["a"]), "--port",
                              str(port), "--name", "tiny", "--device", "cpu", "--dtype", "float32"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        t0 = time.time()
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() - t0 < 120, "server did not start"
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                body = json.dumps({"model": "tiny", "max_tokens": 3, "temperature": 0,
-                                   "messages": [{"role": "user", "content": "the quick brown fox"}]})
-                conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
-                resp = conn.getresponse()
-                payload = json.loads(resp.read())
-                break
-            except OSError:
-                time.sleep(0.3)
+        def chat() -> tuple[http.client.HTTPResponse, dict]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            body = json.dumps({"model": "tiny", "max_tokens": 3, "temperature": 0,
+                               "messages": [{"role": "user", "content": "the quick brown fox"}]})
+            conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp, json.loads(resp.read())
+
+        resp, payload = wait_for(proc, chat, "server")
         assert resp.status == 200 and isinstance(payload["choices"][0]["message"]["content"], str)
     finally:
         proc.terminate()

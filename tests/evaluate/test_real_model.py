@@ -5,12 +5,12 @@ session) evaluated with the default judge (``auto`` -> ``rules``: three shares o
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -80,19 +80,13 @@ def test_default_judge_is_rules_and_reports_three_shares(smollm2_dir, real_suite
     assert "refusal %" in md and "non-answer %" in md and "helpful %" in md
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_openai_judge_against_served_real_model(smollm2_dir, real_suite, tmp_path):
     """The real model judges its own answers through `safemerge serve`: every verdict parses or is reported
     unjudged, and nothing crashes."""
     from safemerge.evaluate import evaluate_model
     from safemerge.evaluate.serve import make_server
 
-    port = _free_port()
+    port = free_port()
     server = make_server(smollm2_dir, port=port, name="smollm2")
     th = threading.Thread(target=server.run, daemon=True)
     th.start()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -10,14 +9,9 @@ import pytest
 
 from safemerge.evaluate.judges import PairItem, SafetyItem, get_judge
 from safemerge.evaluate.judges.base import JudgeError
+from tests.netutil import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(model_dir, port: int, delay: float = 0.0):
@@ -43,7 +37,7 @@ def _wait(server, timeout=30.0):
 
 @pytest.fixture(scope="module")
 def server_url(tiny_models):
-    port = _free_port()
+    port = free_port()
     server, th = _start(tiny_models["a"], port)
     _wait(server)
     yield f"http://127.0.0.1:{port}/v1"
@@ -95,7 +89,7 @@ def test_openai_judge_evaluation_end_to_end(server_url, tiny_models, eval_suite,
 
 
 def test_judge_retries_until_server_is_up(tiny_models):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     j = get_judge("openai", base_url=url, model="tiny", max_retries=6, backoff=0.5, max_tokens=4)
     server, th = _start(tiny_models["a"], port, delay=1.0)  # the first tries hit a closed port

@@ -6,16 +6,15 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from safemerge.cli import main
 from safemerge.errors import InputError
 from safemerge.evaluate.serve import api_key_from_env, is_loopback, make_server
+from tests.netutil import free_port, wait_for
 
 KEY = "test-key-5f0c2a"
 KEY_ENV = "SAFEMERGE_TEST_SERVE_KEY"
@@ -71,12 +70,6 @@ def test_cli_refuses_without_key(tiny_models, capsys, monkeypatch, args, env, fr
 LIMIT = 64 * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _request(port: int, method: str, path: str, body: bytes | None = None, key: str | None = KEY,
              scheme: str = "Bearer", chunked: bool = False) -> tuple[int, dict, bytes]:
     headers = {"Content-Type": "application/json"}
@@ -98,22 +91,14 @@ def _request(port: int, method: str, path: str, body: bytes | None = None, key: 
 @pytest.fixture(scope="module")
 def served(tiny_models):
     """`safemerge serve` as a subprocess on 127.0.0.1, key required, 4 KiB request limit."""
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, **{KEY_ENV: KEY})
     proc = subprocess.Popen(
         [sys.executable, "-m", "safemerge.cli", "serve", str(tiny_models["a"]), "--port", str(port), "--name", "tiny",
          "--require-api-key", "--api-key-env", KEY_ENV, "--max-request-bytes", str(LIMIT)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        t0 = time.time()
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() - t0 < 120, "server did not start"
-            try:
-                if _request(port, "GET", "/v1/models")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.3)
+        wait_for(proc, lambda: _request(port, "GET", "/v1/models")[0] == 200, "server")
         yield port
     finally:
         proc.terminate()

@@ -53,7 +53,7 @@ def test_replay_scans_in_chunks_with_the_same_result(n, levels, seed, descending
     assert got is not None and torch.equal(got, _reference(w, start, stop, descending))
 
 
-def test_replay_scratch_is_a_few_bytes_per_entry():
+def test_replay_scratch_is_a_few_bytes_per_entry(monkeypatch):
     """numpy's allocations during the replay of a bf16 delta's cut (tracemalloc traces numpy): the key copy (2 bytes
     per entry), the int32 index (4), the stop positions of the first partition (int32, ~half the entries) and the
     mask (1), plus one chunk's temporaries (a fixed ~36 MiB with the default chunk, here n / 32 entries). Before the
@@ -65,15 +65,13 @@ def test_replay_scratch_is_a_few_bytes_per_entry():
     base = torch.randn(n, generator=gen).bfloat16()
     delta = (base.float() + 0.01 * torch.randn(n, generator=gen)).bfloat16() - base
     keys = sp.magnitude_keys(delta)
-    saved = introsort._CHUNK
-    introsort._CHUNK = n // 32
+    monkeypatch.setattr(introsort, "_CHUNK", n // 32)
     tracemalloc.start()
     try:
         keep = introsort.window_mask(keys, 0, n // 2, True)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-        introsort._CHUNK = saved
     assert keep is not None and int(keep.sum()) == n // 2
     assert peak / n < 11, f"{peak / n:.1f} bytes per entry"
 

@@ -4,6 +4,7 @@ and errors are those of the whole-tensor path."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -110,15 +111,9 @@ def _check_chunked(tmp_path_factory, method, n_models, dtypes, compute, normaliz
         assert torch.equal(_bits(chunked[name]), _bits(whole[name])), name
 
 
-def test_a_non_finite_input_in_a_later_chunk_names_the_model_the_whole_path_names(tmp_path, monkeypatch):
-    monkeypatch.setattr(streamed, "CHUNK", 100)
-    a = {"w": _values(1000, torch.float32, 1)}
-    b = {"w": _values(1000, torch.float32, 2)}
-    a["w"][999] = float("nan")  # a: only in the last chunk
-    b["w"][0] = float("inf")  # b: already in the first chunk
-    dirs = {k: _model(tmp_path, k, sd, "st") for k, sd in (("a", a), ("b", b))}
-    cfg = {"merge_method": "linear", "models": [{"model": str(dirs[k]), "parameters": {"weight": 0.5}}
-                                                for k in ("a", "b")]}
+def _same_error_whole_and_chunked(tmp_path, cfg, dirs) -> str:
+    """The InputError of the one-task merge ``cfg`` (models in ``dirs``), whole (run_task) and chunked (write_task):
+    the same message from both paths, returned."""
     plan = build_plan(load_config(cfg), {str(d): CheckpointSource(d) for d in dirs.values()})
     (task,) = plan.tasks
     with pytest.raises(InputError) as whole:
@@ -128,7 +123,20 @@ def test_a_non_finite_input_in_a_later_chunk_names_the_model_the_whole_path_name
     with pytest.raises(InputError) as chunked:
         streamed.write_task(writer, plan, task, 0, check_finite=True)
     writer.abort()
-    assert str(chunked.value) == str(whole.value) and str(dirs["a"]) in str(whole.value)
+    assert str(chunked.value) == str(whole.value)
+    return str(whole.value)
+
+
+def test_a_non_finite_input_in_a_later_chunk_names_the_model_the_whole_path_names(tmp_path, monkeypatch):
+    monkeypatch.setattr(streamed, "CHUNK", 100)
+    a = {"w": _values(1000, torch.float32, 1)}
+    b = {"w": _values(1000, torch.float32, 2)}
+    a["w"][999] = float("nan")  # a: only in the last chunk
+    b["w"][0] = float("inf")  # b: already in the first chunk
+    dirs = {k: _model(tmp_path, k, sd, "st") for k, sd in (("a", a), ("b", b))}
+    cfg = {"merge_method": "linear", "models": [{"model": str(dirs[k]), "parameters": {"weight": 0.5}}
+                                                for k in ("a", "b")]}
+    assert str(dirs["a"]) in _same_error_whole_and_chunked(tmp_path, cfg, dirs)
 
 
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic"])
@@ -149,16 +157,7 @@ def test_any_non_finite_input_entry_is_found_from_the_output(tmp_path, monkeypat
     else:
         cfg = {"merge_method": "task_arithmetic", "dtype": "bfloat16", "base_model": str(dirs["base"]),
                "models": models, "parameters": {"lambda": lam}}
-    plan = build_plan(load_config(cfg), {str(d): CheckpointSource(d) for d in dirs.values()})
-    (task,) = plan.tasks
-    with pytest.raises(InputError) as whole:
-        run_task(plan, task, 0, check_finite=True)
-    (tmp_path / "out").mkdir()
-    writer = ShardedWriter(tmp_path / "out", [(task.name, task.out)], 10**9)
-    with pytest.raises(InputError) as chunked:
-        streamed.write_task(writer, plan, task, 0, check_finite=True)
-    writer.abort()
-    assert str(chunked.value) == str(whole.value) and str(dirs[where]) in str(whole.value)
+    assert str(dirs[where]) in _same_error_whole_and_chunked(tmp_path, cfg, dirs)
 
 
 def test_an_overflow_of_finite_inputs_is_a_result_not_an_error(tmp_path, monkeypatch):
@@ -259,13 +258,19 @@ def test_writer_refuses_wrong_tensors_twice_written_and_missing_ones(tmp_path):
     writer.abort()
 
 
-def test_worker_threads_only_for_thread_count_free_merges_and_restored(tiny_models):
+def _tiny_plan(tiny_models, method: str, **shared):
+    """The plan of ``method`` on the tiny models: ``a`` merged onto ``base`` (linear: ``a`` alone), ``shared`` as the
+    recipe's parameters."""
     base, a = (str(tiny_models[k]) for k in ("base", "a"))
-    sources = {k: CheckpointSource(k) for k in (base, a)}
-    lin = build_plan(load_config({"merge_method": "linear", "models": [{"model": a, "parameters": {"weight": 1.0}}]}),
-                     sources)
-    ties, dare = (build_plan(load_config({"merge_method": m, "base_model": base, "models": [
-        {"model": a, "parameters": {"weight": 1.0, "density": 0.5}}]}), sources) for m in ("ties", "dare_ties"))
+    own = {"linear": {"weight": 1.0}, "nearswap": {}, "slerp": {}}.get(method, {"weight": 1.0, "density": 0.5})
+    cfg = {"merge_method": method, "parameters": shared, "models": [{"model": a, "parameters": own}]}
+    if method != "linear":
+        cfg["base_model"] = base
+    return build_plan(load_config(cfg), {k: CheckpointSource(k) for k in (base, a)})
+
+
+def test_worker_threads_only_for_thread_count_free_merges_and_restored(tiny_models):
+    lin, ties, dare = (_tiny_plan(tiny_models, m) for m in ("linear", "ties", "dare_ties"))
     before = torch.get_num_threads()
     for plan in (lin, ties):  # no sum over a tensor's entries: 1 intra-op thread per worker
         with streamed.worker_threads(10**6, plan):
@@ -277,13 +282,7 @@ def test_worker_threads_only_for_thread_count_free_merges_and_restored(tiny_mode
 
 
 def test_thread_count_free_follows_the_registry_and_the_rescale(tiny_models):
-    base, a = (str(tiny_models[k]) for k in ("base", "a"))
-    sources = {k: CheckpointSource(k) for k in (base, a)}
-
-    def plan(method, **shared):
-        own = {} if method in ("nearswap", "slerp") else {"weight": 1.0, "density": 0.5}
-        return build_plan(load_config({"merge_method": method, "base_model": base, "parameters": shared,
-                                       "models": [{"model": a, "parameters": own}]}), sources)
+    plan = functools.partial(_tiny_plan, tiny_models)
 
     def free(p):
         return all(streamed.thread_count_free(p, t) for t in p.tasks)

@@ -18,12 +18,7 @@ from search_helpers import make_spec
 
 from safemerge.errors import ConfigError
 from safemerge.search.runner import run_search
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.netutil import free_port, wait_for
 
 
 @pytest.fixture()
@@ -33,7 +28,7 @@ def ray_head():
     ray_cli = Path(sys.executable).parent / "ray"
     if not ray_cli.is_file():
         pytest.skip("the ray command line is not installed next to this Python")
-    port = _free_port()
+    port = free_port()
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
     proc = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}",
@@ -41,15 +36,11 @@ def ray_head():
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     address = f"127.0.0.1:{port}"
     try:
-        t0 = time.time()
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() - t0 < 120, "ray head did not start"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.5)
+        def listening() -> bool:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        wait_for(proc, listening, "ray head", pause=0.5)
         time.sleep(2)  # the GCS listens before the raylet has registered
         yield address
     finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.netutil import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))  # the datasets' fixture writers
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _check(spec: Path, env: dict) -> subprocess.CompletedProcess:
@@ -54,7 +48,7 @@ def test_study_aya_check_passes_once_its_inputs_exist(tmp_path):
         dst = tmp_path / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(tiny, dst)
-    port = _free_port()
+    port = free_port()
     ev = spec["eval"]
     server = subprocess.Popen([sys.executable, "-m", "safemerge.cli", "serve", str(tiny), "--host", "127.0.0.1",
                                "--port", str(port), "--name", ev["judge_model"], "--device", "cpu"], env=env,

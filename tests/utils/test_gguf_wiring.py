@@ -4,7 +4,6 @@ the trainer's refusal to fine-tune a quantized model is one line."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import yaml
 
 from safemerge.cli import main
 from safemerge.errors import InputError
+from tests.netutil import free_port
 
 
 def _run(argv, capsys):
@@ -120,15 +120,9 @@ def test_eval_gguf(tiny_gguf, tmp_path, capsys):
     assert (tmp_path / "r" / "results.json").is_file() and "acc_gen" in stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_serve_gguf(tiny_gguf):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "safemerge.cli", "serve", str(tiny_gguf["Q8_0"]), "--port",
                              str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -448,33 +448,14 @@ def merge_config(method: str, models: Path) -> dict[str, Any]:
 
 
 def compare_outputs(a: Path, b: Path) -> str:
-    """'bit-identical', or how many elements differ (tensor by tensor, streamed)."""
-    import torch
-    from safetensors import safe_open
+    """'bit-identical', or how many elements differ and by how much: bench/merge_bench.py's comparison (tensor by
+    tensor, streamed) and its wording."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from merge_bench import _fmt_cmp, compare_outputs as compare
 
-    def index(d: Path) -> dict[str, Path]:
-        out = {}
-        for f in sorted(d.glob("*.safetensors")):
-            with safe_open(str(f), "pt") as fh:
-                out.update({k: f for k in fh.keys()})
-        return out
-
-    ia, ib = index(a), index(b)
-    if set(ia) != set(ib):
-        return f"tensor names differ ({len(set(ia) ^ set(ib))})"
-    differ = total = 0
-    worst = 0.0
-    for k in sorted(ia):
-        with safe_open(str(ia[k]), "pt") as fa, safe_open(str(ib[k]), "pt") as fb:
-            x, y = fa.get_tensor(k), fb.get_tensor(k)
-        total += x.numel()
-        if x.dtype != y.dtype or x.shape != y.shape:
-            return f"{k}: {x.dtype}{tuple(x.shape)} vs {y.dtype}{tuple(y.shape)}"
-        if not torch.equal(x, y):
-            d = (x.float() - y.float()).abs()
-            differ += int((d > 0).sum())
-            worst = max(worst, float(d.max()))
-    return "bit-identical" if differ == 0 else f"{differ} of {total} elements differ (max {worst:.3g})"
+    return _fmt_cmp(compare(a, b))
 
 
 def run_merges(p: dict[str, Any], work: Path, deadline: float, gpu: Any) -> list[dict[str, Any]]:

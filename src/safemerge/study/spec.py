@@ -24,6 +24,7 @@ from safemerge.errors import InputError
 from safemerge.study import names
 from safemerge.study.names import ModelId
 from safemerge.utils.config import StrictModel, load_spec_model
+from safemerge.utils.device import DeviceName, DtypeName
 
 Stage = Literal["sft", "dpo"]
 PAPER_A_METHODS = ("linear", "slerp", "ties", "dare_ties")  # the methods paper A compares: the stages' default
@@ -418,24 +419,10 @@ class StudySpec(StrictModel):
     stages: list[SerializeAsAny[StageSpec]] = Field(default_factory=list)
     data: DataSpec | None = Field(None, description="prepared training data for the training stages (default: "
                                   "the built-in world's)")
-    device: str = Field("auto", description="where training, streaming merges, the search's scoring and evaluation "
+    device: DeviceName = Field("auto", description="where training, streaming merges, the search's scoring and evaluation "
                         "run: auto (CUDA when present), cpu, cuda, cuda:N (docs/gpu.md)")
-    dtype: str = Field("auto", description="training and evaluation dtype: auto (bf16 on a CUDA device that has it, "
+    dtype: DtypeName = Field("auto", description="training and evaluation dtype: auto (bf16 on a CUDA device that has it, "
                        "float32 on the CPU), float32, bfloat16, float16, tf32; the search scores in float32")
-
-    @field_validator("device")
-    @classmethod
-    def _device_name(cls, v: str) -> str:
-        from safemerge.utils.device import device_field
-
-        return device_field(v)
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype_name(cls, v: str) -> str:
-        from safemerge.utils.device import dtype_field
-
-        return dtype_field(v)
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
 

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from safemerge.errors import config_error_from_validation
 from safemerge.utils.config import StrictModel
-from safemerge.utils.device import DEVICE_HELP, DTYPE_HELP, Placement, device_field, dtype_field, resolve
+from safemerge.utils.device import DEVICE_HELP, DTYPE_HELP, DeviceName, DtypeName, Placement, resolve
 
 _LANG_CODE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 
@@ -59,18 +59,8 @@ class TrainConfig(StrictModel):
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads while training (None = torch's default). 1 is much faster for "
         "tiny models on a busy machine: spinning OpenMP threads stall when cores are oversubscribed.")
-    device: str = Field("auto", description=DEVICE_HELP)
-    dtype: str = Field("auto", description=DTYPE_HELP)
-
-    @field_validator("device")
-    @classmethod
-    def _check_device(cls, v: str) -> str:
-        return device_field(v)
-
-    @field_validator("dtype")
-    @classmethod
-    def _check_dtype(cls, v: str) -> str:
-        return dtype_field(v)
+    device: DeviceName = Field("auto", description=DEVICE_HELP)
+    dtype: DtypeName = Field("auto", description=DTYPE_HELP)
 
     @field_validator("languages")
     @classmethod

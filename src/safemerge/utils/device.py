@@ -26,7 +26,9 @@ import contextlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from safemerge.errors import ConfigError
 
@@ -77,6 +79,11 @@ def dtype_field(value: str) -> str:
         return check_dtype_name(value, "dtype")
     except ConfigError as exc:
         raise ValueError(str(exc).removeprefix("dtype ")) from None
+
+
+# config fields checked by device_field / dtype_field (train and study specs)
+DeviceName = Annotated[str, AfterValidator(device_field)]
+DtypeName = Annotated[str, AfterValidator(dtype_field)]
 
 
 def cuda_count() -> int:
